@@ -1,0 +1,69 @@
+"""Named tensor and component descriptions shared by export, the engine builder and the runtime.
+
+A shape entry is an int (fixed) or a symbol: ``"B"`` (batch), ``"H"``/``"W"`` (image
+height and width) or a symbol divided by an integer, e.g. ``"H/8"`` for a latent of
+a VAE with downsampling factor 8. :meth:`TensorSpec.resolve` turns a symbolic shape
+into ints for a given batch and image size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+Dim = int | str
+
+
+def _resolve_dim(dim: Dim, sizes: dict[str, int]) -> int:
+    if isinstance(dim, int):
+        return dim
+    symbol, _, divisor = dim.partition("/")
+    value = sizes[symbol]
+    if divisor:
+        value //= int(divisor)
+    return value
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str = "float32"
+
+    def resolve(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        """Concrete shape for ``sizes`` such as ``{"B": 1, "H": 256, "W": 256}``."""
+        return tuple(_resolve_dim(d, sizes) for d in self.shape)
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        """Axis index to symbol name, for ``torch.onnx.export``'s ``dynamic_axes``."""
+        return {i: d.replace("/", "_") for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A network component's graph interface: named inputs and outputs.
+
+    ``multiple`` is the factor that image height and width must be divisible by.
+    """
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    multiple: int = 1
+    meta: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ComponentSpec":
+        def tensors(items):
+            return tuple(TensorSpec(t["name"], tuple(t["shape"]), t.get("dtype", "float32")) for t in items)
+
+        return cls(
+            name=data["name"],
+            inputs=tensors(data["inputs"]),
+            outputs=tensors(data["outputs"]),
+            multiple=data.get("multiple", 1),
+            meta=dict(data.get("meta", {})),
+        )
