@@ -1,0 +1,1 @@
+"""Torch side: model definitions, checkpoint loaders, component wrappers and ONNX export."""

@@ -1,0 +1,1 @@
+"""The bundled small models: safetensors weights with a model card each."""
