@@ -1,0 +1,144 @@
+"""What every method's loop shares: the engines it calls, seeded noise, progress and hyperparameters.
+
+A pipeline never sees an ``nn.Module``: it calls :class:`~trt_restore.runtime.engine.Engine`
+objects by component name, so one loop runs on torch, onnxruntime and TensorRT alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import UserError
+from ..operators import Operator
+from .schedule import NoiseSchedule
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, int, Callable[[], torch.Tensor]], None]
+"""``callback(step, total_steps, estimate)``; ``estimate()`` computes the current image estimate
+in [0, 1] only when the callback asks for it (e.g. every k steps for ``--save-intermediates``)."""
+
+
+class Models:
+    """Component engines plus the model set's JSON metadata (VAE factors, scheduler configs, INN layout)."""
+
+    def __init__(
+        self, engines: Mapping[str, Any], meta: Mapping[str, Any], trainable: Mapping[str, Any] | None = None
+    ):
+        self.engines = dict(engines)
+        self.meta = dict(meta)
+        self.trainable = dict(trainable or {})  # torch modules a method may fine-tune (the INN for --adapt)
+        self.timings: dict[str, list[float]] = defaultdict(list)
+
+    def call(self, component: str, **inputs: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Run one component; returns its only output, or the dict of outputs when it has several."""
+        try:
+            engine = self.engines[component]
+        except KeyError:
+            raise UserError(
+                f"this model set has no '{component}' component; build or load one that includes it"
+            ) from None
+        start = time.perf_counter()
+        outputs = engine(**inputs)
+        self.timings[component].append(time.perf_counter() - start)
+        return next(iter(outputs.values())) if len(outputs) == 1 else outputs
+
+    def schedule(self, component: str) -> NoiseSchedule:
+        """The noise schedule the diffusion component was trained with."""
+        return NoiseSchedule.from_config(self.meta.get("schedulers", {}).get(component, {}))
+
+    @property
+    def latent_factor(self) -> int:
+        """Spatial downsampling factor of the autoencoder."""
+        return int(self.meta.get("vae", {}).get("downsample", 8))
+
+
+class Noise:
+    """Seeded Gaussian noise, drawn on the CPU so that a seed gives the same numbers on every device."""
+
+    def __init__(self, seed: int, device: torch.device, dtype: torch.dtype = torch.float32):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.device = device
+        self.dtype = dtype
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        sample = torch.randn(*shape, generator=self.generator, dtype=torch.float32)
+        return sample.to(device=self.device, dtype=self.dtype)
+
+    def like(self, x: torch.Tensor) -> torch.Tensor:
+        return self.randn(*x.shape)
+
+
+@contextmanager
+def stage(timings: dict[str, list[float]], name: str):
+    """Time a pipeline stage (data step, SVD projection, …) for ``--verbose`` reports."""
+    start = time.perf_counter()
+    yield
+    timings[name].append(time.perf_counter() - start)
+
+
+class Pipeline:
+    """Base class of the methods. Subclasses set ``name``, ``components``, ``Config`` and implement :meth:`run`.
+
+    ``Config`` is a dataclass of the method's hyperparameters; each field becomes a
+    command-line flag, with the field's ``metadata["help"]`` as its help text.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, models: Models, config: Any = None):
+        self.models = models
+        self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def supports(cls, operator: Operator) -> bool:
+        """Whether this method can solve the operator's inverse problem."""
+        return True
+
+    @classmethod
+    def check_task(cls, operator: Operator) -> None:
+        if not cls.supports(operator):
+            raise UserError(f"method '{cls.name}' does not support task '{operator.task}'; {cls.task_hint()}")
+
+    @classmethod
+    def task_hint(cls) -> str:
+        return "pick another method or task"
+
+    def __call__(
+        self,
+        y: torch.Tensor,
+        operator: Operator,
+        sigma: float,
+        *,
+        seed: int = 0,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor:
+        """Restore ``x`` from ``y = A x + σ n``; y and the result are (B, C, H, W) in [0, 1]."""
+        self.check_task(operator)
+        noise = Noise(seed, y.device, y.dtype)
+        with torch.inference_mode():
+            return self.run(y, operator, float(sigma), noise, callback).clamp(0, 1)
+
+    def run(
+        self, y: torch.Tensor, operator: Operator, sigma: float, noise: Noise, callback: StepCallback | None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def config_fields(config_type: type) -> list[dataclasses.Field]:
+    """The hyperparameter fields of a pipeline's ``Config`` dataclass."""
+    return list(dataclasses.fields(config_type))
+
+
+def hyper(default: Any, help: str) -> Any:
+    """A ``Config`` field with a default and a help text for its command-line flag."""
+    return dataclasses.field(default=default, metadata={"help": help})

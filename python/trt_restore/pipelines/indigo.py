@@ -1,0 +1,179 @@
+"""LatentINDIGO: DDIM sampling of a latent diffusion model guided by a wavelet-lifting INN.
+
+The INN ``G`` (see ``trt_restore.export.inn``) maps a clean signal to ``(coarse, detail)``
+and is trained so that ``coarse ≈ c(y)``, the observation brought to the coarse grid
+(``y`` itself for SR by the INN's factor ``f = 2^L``, ``y`` box-averaged by ``f`` for
+same-size tasks). Each DDIM step at ``t → t'``:
+
+1. ``ẑ₀, ε̂`` from the latent UNet at ``z_t``;
+2. INN guidance (pixel variant): ``x̂₀ = D(ẑ₀)``, ``(c, d) = G(x̂₀)``,
+   ``z̃₀ = E(G⁻¹(c(y), d))``: keep the predicted details, put back the observed coarse part.
+   Latent variant: ``(c, d) = G(ẑ₀)``, ``z̃₀ = G⁻¹(c(E(ỹ)), d)`` with ``ỹ`` the observation
+   at full size (bicubic upsampling for SR), no decoder or encoder in the loop;
+3. proximity step, the exact minimiser of ``½‖z − z̃₀‖² + (γ/2)‖z − ẑ₀‖²``:
+   ``z₀* = (z̃₀ + γ ẑ₀) / (1 + γ)``, which keeps the latent near the diffusion model's
+   manifold (γ = 0 trusts the INN completely);
+4. DDIM with the corrected pair: ``ε* = (z_t − √ᾱ_t z₀*)/√(1 − ᾱ_t)``,
+   ``z_{t'} = √ᾱ_{t'} z₀* + √(1 − ᾱ_{t'} − s²) ε* + s n``.
+
+Guidance runs on steps with ``t ≤ guide_from`` (the first steps of pure noise are left
+to the prior). ``--adapt`` fine-tunes the INN online for an unknown degradation: before
+each guided step, a few Adam steps on ``‖c(G(x̂₀)) − c(y)‖²`` over the INN's parameters
+only (torch autograd), while the UNet, encoder and decoder stay on their engines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+from ..inn_condition import degradation_embedding
+from ..operators import Operator
+from .base import Pipeline, hyper, stage
+from .ldm_sr import ddim_pairs, sr_scale
+
+INN_VARIANTS = ("pixel", "latent")
+
+
+@dataclass
+class IndigoConfig:
+    steps: int = hyper(50, "DDIM steps")
+    eta: float = hyper(0.0, "DDIM η")
+    gamma: float = hyper(0.25, "proximity weight γ: 0 trusts the INN, large values trust the prior")
+    guide_from: int = hyper(800, "guide only steps with t ≤ this diffusion step")
+    adapt: bool = hyper(False, "fine-tune the INN online for an unknown degradation")
+    adapt_iters: int = hyper(2, "Adam steps on the INN per guided step with --adapt")
+    adapt_lr: float = hyper(1e-4, "learning rate of the online INN fine-tuning")
+
+
+def coarse_target(y: torch.Tensor, operator: Operator, factor: int, channels: int) -> torch.Tensor:
+    """The observation on the INN's coarse grid: ``y`` for SR by ``factor``, else ``y`` box-averaged.
+
+    Gray observations (colourisation) are repeated over ``channels``.
+    """
+    scale = sr_scale(operator) or 1
+    if factor % scale:
+        raise UserError(
+            f"the INN downsamples by {factor}, which is not a multiple of task '{operator.task}''s scale {scale}; "
+            "use an INN with more levels"
+        )
+    target = F.avg_pool2d(y, factor // scale) if factor > scale else y
+    return target.expand(-1, channels, -1, -1) if target.shape[1] != channels else target
+
+
+def full_size_observation(y: torch.Tensor, operator: Operator) -> torch.Tensor:
+    """``y`` on the image grid: bicubic upsampling for SR, gray repeated for colourisation."""
+    _, channels, height, width = operator.x_shape
+    if y.shape[-2:] != (height, width):
+        y = F.interpolate(y, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
+    return y.expand(-1, channels, -1, -1) if y.shape[1] != channels else y
+
+
+class Indigo(Pipeline):
+    """Shared loop of the two INN variants; subclasses say where the INN acts."""
+
+    Config = IndigoConfig
+    variant: str
+
+    def run(self, y, operator, sigma, noise, callback):
+        cfg = self.config
+        meta = self.models.meta.get("inn", {})
+        factor = 2 ** int(meta.get("levels", 2))
+        condition = degradation_embedding(operator.task, sigma, y.shape[0]).to(y.device)
+        inn = self._adaptable_inn() if cfg.adapt else None
+        target = self._target(y, operator, factor)
+
+        schedule = self.models.schedule("unet")
+        latent_factor = self.models.latent_factor
+        _, _, height, width = operator.x_shape
+        z = noise.randn(y.shape[0], int(self.models.meta["vae"]["latent_channels"]), height // latent_factor, width // latent_factor)
+        pairs = ddim_pairs(schedule, cfg.steps)
+        z0 = z
+        for step, (t, t_prev) in enumerate(pairs):
+            timestep = torch.full((z.shape[0],), float(t), device=z.device)
+            z0, eps = schedule.split_prediction(self.models.call("unet", sample=z, timestep=timestep), z, t)
+            if t <= cfg.guide_from:
+                with stage(self.models.timings, "inn guidance"):
+                    guided = self._guide(z0, target, condition, inn)
+                z0 = (guided + cfg.gamma * z0) / (1 + cfg.gamma)
+                eps = schedule.epsilon_from_x0(z0, z, t)
+            z = schedule.ddim_step(z0, eps, t, t_prev, cfg.eta, noise.like(z) if cfg.eta > 0 else None)
+            if callback is not None:
+                callback(step + 1, len(pairs), lambda: self.models.call("decoder", latent=z0))
+        return self.models.call("decoder", latent=z)
+
+    def _target(self, y: torch.Tensor, operator: Operator, factor: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _signal(self, z0: torch.Tensor) -> torch.Tensor:
+        """What the INN acts on: the decoded image (pixel) or the latent itself."""
+        raise NotImplementedError
+
+    def _to_latent(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _guide(self, z0, target, condition, inn):
+        signal = self._signal(z0)
+        if inn is not None:
+            self._adapt(inn, signal, target, condition)
+            with torch.no_grad():
+                _, detail = inn(signal, condition)
+                restored = inn.inverse(target, detail, condition)
+        else:
+            detail = self.models.call("inn_forward", signal=signal, condition=condition)["detail"]
+            restored = self.models.call("inn_inverse", coarse=target, detail=detail, condition=condition)
+        return self._to_latent(restored)
+
+    def _adaptable_inn(self):
+        try:
+            inn = self.models.trainable["inn"]
+        except KeyError:
+            raise UserError(
+                "--adapt needs the INN's weights (a model set, not a bundle of engines only); pass --model-set"
+            ) from None
+        self._optimizer = torch.optim.Adam(inn.parameters(), lr=self.config.adapt_lr)
+        return inn
+
+    def _adapt(self, inn, signal, target, condition) -> None:
+        """A few Adam steps on ``‖coarse(G(x̂₀)) − c(y)‖²`` over the INN's parameters."""
+        signal = signal.detach()
+        with torch.inference_mode(False), torch.enable_grad():
+            signal, target, condition = signal.clone(), target.clone(), condition.clone()
+            for _ in range(self.config.adapt_iters):
+                coarse, _ = inn(signal, condition)
+                loss = F.mse_loss(coarse, target)
+                self._optimizer.zero_grad()
+                loss.backward()
+                self._optimizer.step()
+
+
+class IndigoPixel(Indigo):
+    name = "indigo-pixel"
+    variant = "pixel"
+
+    def _target(self, y, operator, factor):
+        return coarse_target(y, operator, factor, operator.x_shape[1])
+
+    def _signal(self, z0):
+        return self.models.call("decoder", latent=z0)
+
+    def _to_latent(self, x):
+        return self.models.call("encoder", image=x.clamp(0, 1))
+
+
+class IndigoLatent(Indigo):
+    name = "indigo-latent"
+    variant = "latent"
+
+    def _target(self, y, operator, factor):
+        latent = self.models.call("encoder", image=full_size_observation(y, operator))
+        return F.avg_pool2d(latent, factor)
+
+    def _signal(self, z0):
+        return z0
+
+    def _to_latent(self, x):
+        return x
