@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from trt_restore.errors import UserError
 from trt_restore.operators import Degradation, Operator, conjugate_gradient, make_operator
+from trt_restore.operators.padded import PaddedOperator
 
 F64 = torch.float64
 GAUSS_SR = {"kernel_sigma": 1.0, "kernel_size": 5}
@@ -303,3 +304,16 @@ def test_bad_input_raises_a_clear_user_error(call, message):
         call()
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("task, params, size", PARAMS)
+def test_padded_operator_keeps_every_identity(task, params, size):
+    """The padded canvas: adjoint, SVD (border pixels as zero singular values) and data step all hold."""
+    inner = build(task, params, size)
+    op = PaddedOperator(inner, (size[0] + 2, size[1] + 3))
+    check_adjoint(op)
+    check_prox(op)
+    if op.has_svd:
+        check_svd(op)
+    x = randn(2, *op.x_shape[1:], seed=9)
+    assert rel(op.A(x), inner.A(x[..., : size[0], : size[1]])) == 0

@@ -47,9 +47,10 @@ def gaussian_models() -> Models:
     spec = ComponentSpec(
         "pixel_unet",
         inputs=(TensorSpec("sample", ("B", 3, "H", "W")), TensorSpec("timestep", ("B",))),
-        outputs=(TensorSpec("out", ("B", 3, "H", "W")),),
+        outputs=(TensorSpec("model_output", ("B", 3, "H", "W")),),
+        meta={"scheduler": SCHEDULER},
     )
-    return Models({"pixel_unet": TorchEngine(GaussianPriorDenoiser(), spec)}, {"schedulers": {"pixel_unet": SCHEDULER}})
+    return Models({"pixel_unet": TorchEngine(GaussianPriorDenoiser(), spec)})
 
 
 def ddrm_output_law(config, sigma_y, s=1.0):

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import UserError
 from ..operators import Operator
@@ -28,24 +29,30 @@ in [0, 1] only when the callback asks for it (e.g. every k steps for ``--save-in
 
 
 class Models:
-    """Component engines plus the model set's JSON metadata (VAE factors, scheduler configs, INN layout)."""
+    """The component engines a method calls, by name.
 
-    def __init__(
-        self, engines: Mapping[str, Any], meta: Mapping[str, Any], trainable: Mapping[str, Any] | None = None
-    ):
+    Everything a loop needs to know about the networks comes from the components' specs:
+    the noise schedule of a diffusion component (``spec.meta["scheduler"]``), the
+    autoencoder's downsampling factor and latent channels, the INN's coarse factor.
+    ``trainable`` holds torch modules a method may fine-tune (the INN for ``--adapt``).
+    """
+
+    def __init__(self, engines: Mapping[str, Any], trainable: Mapping[str, Any] | None = None):
         self.engines = dict(engines)
-        self.meta = dict(meta)
-        self.trainable = dict(trainable or {})  # torch modules a method may fine-tune (the INN for --adapt)
+        self.trainable = dict(trainable or {})
         self.timings: dict[str, list[float]] = defaultdict(list)
+
+    def engine(self, component: str):
+        try:
+            return self.engines[component]
+        except KeyError:
+            raise UserError(
+                f"these models have no '{component}' component; build or load a model set that includes it"
+            ) from None
 
     def call(self, component: str, **inputs: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         """Run one component; returns its only output, or the dict of outputs when it has several."""
-        try:
-            engine = self.engines[component]
-        except KeyError:
-            raise UserError(
-                f"this model set has no '{component}' component; build or load one that includes it"
-            ) from None
+        engine = self.engine(component)
         start = time.perf_counter()
         outputs = engine(**inputs)
         self.timings[component].append(time.perf_counter() - start)
@@ -53,12 +60,21 @@ class Models:
 
     def schedule(self, component: str) -> NoiseSchedule:
         """The noise schedule the diffusion component was trained with."""
-        return NoiseSchedule.from_config(self.meta.get("schedulers", {}).get(component, {}))
+        return NoiseSchedule.from_config(self.engine(component).spec.meta["scheduler"])
 
     @property
     def latent_factor(self) -> int:
         """Spatial downsampling factor of the autoencoder."""
-        return int(self.meta.get("vae", {}).get("downsample", 8))
+        return int(self.engine("decoder").spec.meta["downsample"])
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.engine("decoder").spec.inputs[0].shape[1])
+
+    @property
+    def inn_factor(self) -> int:
+        """Downsampling factor 2^L between the INN's input and its coarse part."""
+        return int(self.engine("inn_forward").spec.meta["factor"])
 
 
 class Noise:
@@ -132,6 +148,15 @@ class Pipeline:
         self, y: torch.Tensor, operator: Operator, sigma: float, noise: Noise, callback: StepCallback | None
     ) -> torch.Tensor:
         raise NotImplementedError
+
+
+def pad_to(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``image`` extended at the bottom and right to ``size``: mirrored where it can be, else repeated."""
+    extra_h, extra_w = size[0] - image.shape[-2], size[1] - image.shape[-1]
+    if extra_h == 0 and extra_w == 0:
+        return image
+    mode = "reflect" if extra_h < image.shape[-2] and extra_w < image.shape[-1] else "replicate"
+    return F.pad(image, (0, extra_w, 0, extra_h), mode=mode)
 
 
 def config_fields(config_type: type) -> list[dataclasses.Field]:

@@ -21,7 +21,7 @@ import math
 import torch
 
 from ..errors import UserError
-from .base import Pipeline
+from .base import Pipeline, pad_to
 from .ddrm import DDRMConfig, SpectralProblem, ddrm_sample
 from .ldm_sr import sr_scale
 
@@ -47,7 +47,8 @@ class DDRMLDM(Pipeline):
             )
         schedule = self.models.schedule("sr_unet")
         problem = SpectralProblem.from_observation(operator, y)
-        condition = 2 * y - 1
+        _, _, height, width = operator.x_shape
+        lr = pad_to(y, (height // factor, width // factor))
 
         def predict(x_t, t):
             a = schedule.alpha(t)
@@ -55,7 +56,7 @@ class DDRMLDM(Pipeline):
             z_e = self.models.call("encoder", image=estimate)
             z_t = schedule.add_noise(z_e, noise.like(z_e), t)
             timestep = torch.full((x_t.shape[0],), float(t), device=x_t.device)
-            out = self.models.call("sr_unet", sample=z_t, condition=condition, timestep=timestep)
+            out = self.models.call("sr_unet", latent=z_t, lr_image=lr, timestep=timestep)
             z0, _ = schedule.split_prediction(out, z_t, t)
             x0 = 2 * self.models.call("decoder", latent=z0) - 1
             return x0, schedule.epsilon_from_x0(x0, x_t, t)

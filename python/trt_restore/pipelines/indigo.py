@@ -32,10 +32,9 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..inn_condition import degradation_embedding
 from ..operators import Operator
-from .base import Pipeline, hyper, stage
+from .base import Pipeline, hyper, pad_to, stage
 from .ldm_sr import ddim_pairs, sr_scale
 
-INN_VARIANTS = ("pixel", "latent")
 
 
 @dataclass
@@ -76,25 +75,25 @@ class Indigo(Pipeline):
     """Shared loop of the two INN variants; subclasses say where the INN acts."""
 
     Config = IndigoConfig
-    variant: str
+    signal_name: str  # the INN's input: "image" (pixel variant) or "latent"
 
     def run(self, y, operator, sigma, noise, callback):
         cfg = self.config
-        meta = self.models.meta.get("inn", {})
-        factor = 2 ** int(meta.get("levels", 2))
+        factor = self.models.inn_factor
         condition = degradation_embedding(operator.task, sigma, y.shape[0]).to(y.device)
         inn = self._adaptable_inn() if cfg.adapt else None
-        target = self._target(y, operator, factor)
+        _, _, height, width = operator.x_shape
+        scale = sr_scale(operator) or 1
+        target = self._target(pad_to(y, (height // scale, width // scale)), operator, factor)
 
         schedule = self.models.schedule("unet")
         latent_factor = self.models.latent_factor
-        _, _, height, width = operator.x_shape
-        z = noise.randn(y.shape[0], int(self.models.meta["vae"]["latent_channels"]), height // latent_factor, width // latent_factor)
+        z = noise.randn(y.shape[0], self.models.latent_channels, height // latent_factor, width // latent_factor)
         pairs = ddim_pairs(schedule, cfg.steps)
         z0 = z
         for step, (t, t_prev) in enumerate(pairs):
             timestep = torch.full((z.shape[0],), float(t), device=z.device)
-            z0, eps = schedule.split_prediction(self.models.call("unet", sample=z, timestep=timestep), z, t)
+            z0, eps = schedule.split_prediction(self.models.call("unet", latent=z, timestep=timestep), z, t)
             if t <= cfg.guide_from:
                 with stage(self.models.timings, "inn guidance"):
                     guided = self._guide(z0, target, condition, inn)
@@ -123,8 +122,8 @@ class Indigo(Pipeline):
                 _, detail = inn(signal, condition)
                 restored = inn.inverse(target, detail, condition)
         else:
-            detail = self.models.call("inn_forward", signal=signal, condition=condition)["detail"]
-            restored = self.models.call("inn_inverse", coarse=target, detail=detail, condition=condition)
+            detail = self.models.call("inn_forward", **{self.signal_name: signal, "cond": condition})["detail"]
+            restored = self.models.call("inn_inverse", coarse=target, detail=detail, cond=condition)
         return self._to_latent(restored)
 
     def _adaptable_inn(self):
@@ -152,7 +151,7 @@ class Indigo(Pipeline):
 
 class IndigoPixel(Indigo):
     name = "indigo-pixel"
-    variant = "pixel"
+    signal_name = "image"
 
     def _target(self, y, operator, factor):
         return coarse_target(y, operator, factor, operator.x_shape[1])
@@ -166,7 +165,7 @@ class IndigoPixel(Indigo):
 
 class IndigoLatent(Indigo):
     name = "indigo-latent"
-    variant = "latent"
+    signal_name = "latent"
 
     def _target(self, y, operator, factor):
         latent = self.models.call("encoder", image=full_size_observation(y, operator))

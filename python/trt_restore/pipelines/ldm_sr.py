@@ -1,8 +1,8 @@
 """LDM-SR: supervised latent-diffusion super-resolution (Rombach et al. 2022, CompVis layout).
 
 The UNet denoises a latent ``z_t`` of the high-resolution image conditioned on the
-low-resolution image by channel concatenation, ``ε_θ(concat(z_t, y_m), t)`` with
-``y_m = 2y − 1`` at the latent's resolution. DDIM (see :meth:`NoiseSchedule.ddim_step`)
+low-resolution image by channel concatenation, ``ε_θ(concat(z_t, 2y − 1), t)`` with
+``y`` at the latent's resolution. DDIM (see :meth:`NoiseSchedule.ddim_step`)
 runs from ``z_T ~ N(0, I)`` on the scheduler's grid, and the VQ/KL decoder maps ``z_0``
 to the image. This is diffusers' ``LDMSuperResolutionPipeline``.
 
@@ -17,7 +17,7 @@ import torch
 
 from ..errors import UserError
 from ..operators import Operator
-from .base import Pipeline, hyper
+from .base import Pipeline, hyper, pad_to
 
 
 @dataclass
@@ -57,13 +57,13 @@ class LDMSR(Pipeline):
                 f"use sr{factor} or sr{factor}-bicubic"
             )
         schedule = self.models.schedule("sr_unet")
-        condition = 2 * y - 1
-        latent_channels = int(self.models.meta.get("sr_latent_channels", self.models.meta["vae"]["latent_channels"]))
-        z = noise.randn(y.shape[0], latent_channels, *y.shape[-2:])
+        _, _, height, width = operator.x_shape
+        lr = pad_to(y, (height // factor, width // factor))  # a padded canvas (see PaddedOperator)
+        z = noise.randn(y.shape[0], self.models.latent_channels, *lr.shape[-2:])
         pairs = ddim_pairs(schedule, self.config.steps)
         for step, (t, t_prev) in enumerate(pairs):
             timestep = torch.full((z.shape[0],), float(t), device=z.device)
-            out = self.models.call("sr_unet", sample=z, condition=condition, timestep=timestep)
+            out = self.models.call("sr_unet", latent=z, lr_image=lr, timestep=timestep)
             z0, eps = schedule.split_prediction(out, z, t)
             z = schedule.ddim_step(z0, eps, t, t_prev, self.config.eta, noise.like(z) if self.config.eta > 0 else None)
             if callback is not None:

@@ -82,7 +82,7 @@ class RELD(Pipeline):
                 t = operator.prox_l2(y, decoded, mu)
             v_p = schedule.add_noise(v, noise.like(v), p)
             timestep = torch.full((v.shape[0],), float(p), device=v.device)
-            denoised, _ = schedule.split_prediction(self.models.call("unet", sample=v_p, timestep=timestep), v_p, p)
+            denoised, _ = schedule.split_prediction(self.models.call("unet", latent=v_p, timestep=timestep), v_p, p)
             if cfg.v_grad == "vjp":
                 data_grad = self.models.call("decoder_vjp", latent=v, cotangent=decoded - t)
             else:

@@ -1,0 +1,234 @@
+"""Model sets: the networks behind the components, with the facts the pipelines need.
+
+A model set holds networks under fixed roles:
+
+======================  ==========================================================
+role                    network
+======================  ==========================================================
+``vae``                 autoencoder of the latent UNet (``reld``, ``indigo-*``)
+``unet``                latent denoiser (``UNet2DModel``)
+``sr_vae``              autoencoder of the SR UNet (``ldm-sr``, ``ddrm-ldm``)
+``sr_unet``             LDM-SR UNet on ``concat(latent, LR image)``
+``pixel_unet``          pixel-space DDPM UNet (``ddrm``)
+``inn_pixel``           wavelet INN on images (``indigo-pixel``)
+``inn_latent``          wavelet INN on ``vae`` latents (``indigo-latent``)
+======================  ==========================================================
+
+and a noise schedule per UNet role. :func:`load_model_set` takes a registered name
+(``"tiny"``, ``"bundled"``) or a folder: one written by :meth:`ModelSet.save_pretrained`
+(``model_set.json`` plus one diffusers model folder per role, UNet folders with their
+``scheduler_config.json``), or a public diffusers pipeline folder (LDM-SR, LDM, DDPM).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+from torch import nn
+
+from trt_restore.errors import UserError
+from trt_restore.methods import COMPONENTS, components_for
+
+from .components import (
+    Component,
+    Decoder,
+    DecoderVJP,
+    Denoiser,
+    Encoder,
+    INNForward,
+    INNInverse,
+    SRDenoiser,
+    autoencoder_meta,
+)
+from .models import (
+    SCHEDULER_FILE,
+    load_autoencoder,
+    load_ddpm_unet,
+    load_ldm_sr,
+    load_network,
+    load_scheduler_config,
+    load_unet,
+    read_json,
+    resolve_source,
+    scheduler_meta,
+)
+from .tiny import tiny_autoencoder_kl, tiny_inn, tiny_pixel_unet, tiny_sr_unet, tiny_unet, tiny_vq
+
+ROLES = ("vae", "unet", "sr_vae", "sr_unet", "pixel_unet", "inn_pixel", "inn_latent")
+UNET_ROLES = ("unet", "sr_unet", "pixel_unet")
+SR_METHODS = ("ldm-sr", "ddrm-ldm")
+MANIFEST = "model_set.json"
+
+# Noise schedules of the public models the tiny set stands in for.
+SD_SCHEDULE = scheduler_meta({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012})
+LDM_SR_SCHEDULE = scheduler_meta({"beta_schedule": "scaled_linear", "beta_start": 0.0015, "beta_end": 0.0155})
+DDPM_SCHEDULE = scheduler_meta({"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02})
+
+
+@dataclass
+class ModelSet:
+    """Named networks (by role) and a noise schedule per UNet role."""
+
+    name: str
+    networks: dict[str, nn.Module]
+    schedulers: dict[str, dict] = field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = set(self.networks) - set(ROLES)
+        if unknown:
+            raise UserError(f"model set '{self.name}': unknown roles {sorted(unknown)}; roles are {', '.join(ROLES)}")
+        for role in UNET_ROLES:
+            if role in self.networks and role not in self.schedulers:
+                raise UserError(f"model set '{self.name}': the {role} network has no noise schedule")
+
+    def network(self, role: str) -> nn.Module:
+        """The network in ``role``, or a UserError saying what the set holds."""
+        if role not in self.networks:
+            raise UserError(
+                f"model set '{self.name}' has no {role} network (it holds: {', '.join(self.networks) or 'nothing'}); "
+                "pick a model set that provides it"
+            )
+        return self.networks[role]
+
+    @property
+    def meta(self) -> dict:
+        """JSON-able facts: per role its class, VAE geometry and scale, UNet schedules, INN levels."""
+        roles = {}
+        for role, net in self.networks.items():
+            if role in ("vae", "sr_vae"):
+                roles[role] = autoencoder_meta(net)
+            elif role in UNET_ROLES:
+                roles[role] = {"class": type(net).__name__, "scheduler": self.schedulers[role]}
+            else:
+                roles[role] = {"class": type(net).__name__, "channels": net.config.channels, "levels": net.config.levels}
+        return {"name": self.name, "roles": roles}
+
+    def _downsample(self, vae_role: str) -> int:
+        return autoencoder_meta(self.network(vae_role))["downsample"]
+
+    def wrapper(self, component: str, method: str | None = None) -> Component:
+        """The component wrapper (an ``nn.Module`` with ``.spec``) for ``component`` as ``method`` uses it.
+
+        The autoencoder is ``sr_vae`` for the methods built on the SR UNet (``ldm-sr``,
+        ``ddrm-ldm``) and ``vae`` otherwise; the INN is ``inn_latent`` for
+        ``indigo-latent`` and ``inn_pixel`` otherwise.
+        """
+        if component not in COMPONENTS:
+            raise UserError(f"unknown component '{component}'; choose one of: {', '.join(COMPONENTS)}")
+        if method is not None:
+            components_for(method)  # rejects an unknown method
+        vae_role = "sr_vae" if method in SR_METHODS else "vae"
+        if component == "encoder":
+            return Encoder(self.network(vae_role))
+        if component == "decoder":
+            return Decoder(self.network(vae_role))
+        if component == "decoder_vjp":
+            return DecoderVJP(self.network(vae_role))
+        if component == "unet":
+            return Denoiser(self.network("unet"), self.schedulers["unet"], downsample=self._downsample("vae"))
+        if component == "sr_unet":
+            return SRDenoiser(self.network("sr_unet"), self.schedulers["sr_unet"], downsample=self._downsample("sr_vae"))
+        if component == "pixel_unet":
+            return Denoiser(self.network("pixel_unet"), self.schedulers["pixel_unet"], component="pixel_unet")
+        inn_class = INNForward if component == "inn_forward" else INNInverse
+        if method == "indigo-latent":
+            return inn_class(self.network("inn_latent"), "latent", self._downsample("vae"))
+        return inn_class(self.network("inn_pixel"), "pixel")
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``model_set.json`` and one diffusers folder per role (UNets with ``scheduler_config.json``)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for role, net in self.networks.items():
+            net.save_pretrained(folder / role)
+            if role in self.schedulers:
+                (folder / role / SCHEDULER_FILE).write_text(json.dumps(self.schedulers[role], indent=2))
+        (folder / MANIFEST).write_text(json.dumps({"name": self.name, "roles": list(self.networks)}, indent=2))
+        return folder
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "ModelSet":
+        """Read a folder written by :meth:`save_pretrained`."""
+        folder = Path(folder)
+        manifest = read_json(folder / MANIFEST)
+        networks, schedulers = {}, {}
+        for role in manifest.get("roles", []):
+            networks[role] = load_network(folder / role)
+            if role in UNET_ROLES:
+                schedulers[role] = load_scheduler_config(folder / role / SCHEDULER_FILE)
+        return cls(manifest.get("name", folder.name), networks, schedulers)
+
+
+def tiny_model_set() -> ModelSet:
+    """Every role filled with a tiny random network (fixed seeds): for tests and smoke runs."""
+    return ModelSet(
+        "tiny",
+        networks={
+            "vae": tiny_autoencoder_kl(down=8, latent_channels=4, seed=0),
+            "unet": tiny_unet(4, 4, seed=1),
+            "sr_vae": tiny_vq(down=4, latent_channels=3, seed=2),
+            "sr_unet": tiny_sr_unet(latent_channels=3, seed=3),
+            "pixel_unet": tiny_pixel_unet(3, seed=4),
+            "inn_pixel": tiny_inn(3, levels=2, seed=5),
+            "inn_latent": tiny_inn(4, levels=1, seed=6),
+        },
+        schedulers={"unet": SD_SCHEDULE, "sr_unet": LDM_SR_SCHEDULE, "pixel_unet": DDPM_SCHEDULE},
+    )
+
+
+def bundled_model_set() -> ModelSet:
+    """The small trained models shipped in the package's ``models/`` folder."""
+    folder = Path(str(files("trt_restore.models")))
+    if not (folder / MANIFEST).is_file():
+        raise UserError(
+            f"the bundled models are not in this installation ({folder / MANIFEST} is missing); "
+            "train them with `trt-restore train` or pass a model-set folder"
+        )
+    return ModelSet.from_folder(folder)
+
+
+def _public_pipeline_set(folder: Path) -> ModelSet:
+    """A public diffusers pipeline folder: LDM-SR, LDM (latent UNet on a VQ autoencoder) or DDPM."""
+    pipeline = read_json(folder / "model_index.json").get("_class_name")
+    if pipeline == "LDMSuperResolutionPipeline":
+        vqvae, unet, scheduler = load_ldm_sr(folder)
+        return ModelSet(folder.name, {"sr_vae": vqvae, "sr_unet": unet}, {"sr_unet": scheduler})
+    if pipeline == "LDMPipeline":
+        scheduler = load_scheduler_config(folder / "scheduler" / SCHEDULER_FILE)
+        networks = {"vae": load_autoencoder(folder, "vqvae"), "unet": load_unet(folder, "unet")}
+        return ModelSet(folder.name, networks, {"unet": scheduler})
+    if pipeline in ("DDPMPipeline", "DDIMPipeline"):
+        unet, scheduler = load_ddpm_unet(folder)
+        return ModelSet(folder.name, {"pixel_unet": unet}, {"pixel_unet": scheduler})
+    raise UserError(
+        f"{folder / 'model_index.json'} describes a '{pipeline}'; supported pipelines: "
+        "LDMSuperResolutionPipeline, LDMPipeline, DDPMPipeline, DDIMPipeline"
+    )
+
+
+MODEL_SETS: dict[str, Callable[[], ModelSet]] = {"tiny": tiny_model_set, "bundled": bundled_model_set}
+
+
+def register_model_set(name: str, factory: Callable[[], ModelSet]) -> None:
+    """Make ``load_model_set(name)`` call ``factory``."""
+    MODEL_SETS[name] = factory
+
+
+def load_model_set(name: str | Path) -> ModelSet:
+    """A registered model set by name, or a model-set folder, or a public pipeline folder or hub id."""
+    if str(name) in MODEL_SETS:
+        return MODEL_SETS[str(name)]()
+    if not Path(name).expanduser().exists() and "/" not in str(name):
+        raise UserError(f"unknown model set '{name}'; choose one of: {', '.join(MODEL_SETS)}, or pass a folder")
+    folder = resolve_source(name)
+    if (folder / MANIFEST).is_file():
+        return ModelSet.from_folder(folder)
+    if (folder / "model_index.json").is_file():
+        return _public_pipeline_set(folder)
+    raise UserError(
+        f"{folder} is not a model set: expected {MANIFEST} (a saved model set) or model_index.json (a diffusers pipeline)"
+    )

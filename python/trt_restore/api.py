@@ -1,0 +1,219 @@
+"""The Python API: load a method's engines and restore one image.
+
+``restore(image, method=..., task=..., sigma=...)`` builds the degradation operator for
+the image, pads the canvas to the networks' size multiple (the padding is unobserved,
+see :class:`~trt_restore.operators.padded.PaddedOperator`), runs the method's loop on the
+chosen backend and crops the result.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .methods import METHODS, components_for
+from .operators import Operator, make_operator
+from .operators.padded import PaddedOperator
+from .pipelines import Models, Pipeline, pipeline_class
+from .pipelines.base import StepCallback
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+DEFAULT_MODEL_SET = "bundled"
+
+
+def load_models(
+    method: str | None = None,
+    *,
+    engine: str | Path | None = None,
+    model_set: str | Path = DEFAULT_MODEL_SET,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+    image_size: tuple[int, int] = (64, 64),
+    scale: int = 1,
+    threads: int | None = None,
+    adapt: bool = False,
+) -> tuple[str, Models]:
+    """The method and its engines: from a ``.plan`` bundle, or from a model set on torch or onnxruntime.
+
+    ``image_size`` (the restored image's size) and the task's SR ``scale`` matter only to
+    graphs with static shapes (the decoder VJP), which are exported for the padded canvas.
+    ``adapt`` keeps a trainable copy of the INN.
+    """
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
+    if engine is not None:
+        return _models_from_bundle(method, engine, backend, device, threads)
+    method = method or "reld"
+    components_for(method)
+    if backend == "tensorrt":
+        raise UserError(
+            "the tensorrt backend runs built engines: make a bundle with `trt-restore build` and pass --engine"
+        )
+    from .export.model_sets import load_model_set
+
+    models = load_model_set(model_set)
+    wrappers = {name: models.wrapper(name, method) for name in components_for(method)}
+    if backend == "onnxruntime":
+        multiple = math.lcm(scale, *(w.spec.multiple for w in wrappers.values()))
+        engines = _onnxruntime_engines(wrappers, padded_size(image_size, multiple), threads)
+    else:
+        from .runtime.torch_backend import TorchEngine
+
+        engines = {name: TorchEngine(w, w.spec, device) for name, w in wrappers.items()}
+    trainable = {}
+    if adapt:
+        inn_role = "inn_latent" if method == "indigo-latent" else "inn_pixel"
+        trainable["inn"] = copy.deepcopy(models.network(inn_role)).to(next(iter(engines.values())).device)
+    return method, Models(engines, trainable)
+
+
+def _models_from_bundle(method, engine, backend, device, threads) -> tuple[str, Models]:
+    from .runtime.bundle import Bundle
+
+    bundle = Bundle.open(engine)
+    if method is not None and method != bundle.method:
+        raise UserError(f"{engine} holds a '{bundle.method}' bundle, not '{method}'; drop --method or pick another bundle")
+    if backend not in ("auto", bundle.backend):
+        raise UserError(f"{engine} holds {bundle.backend} graphs; use --backend {bundle.backend} or auto")
+    options = {"threads": threads} if bundle.backend == "onnxruntime" else {}
+    return bundle.method, Models(bundle.engines(device, **options))
+
+
+def _onnxruntime_engines(wrappers, image_size, threads):
+    """Export each component to ONNX in a temporary folder and open an onnxruntime session on it."""
+    from .export.onnx_export import export_component
+    from .runtime.onnxruntime_backend import OnnxRuntimeEngine
+
+    engines = {}
+    with tempfile.TemporaryDirectory(prefix="trt-restore-") as folder:
+        for name, wrapper in wrappers.items():
+            path = Path(folder) / f"{name}.onnx"
+            spec = export_component(wrapper, path, example_size=image_size)
+            engines[name] = OnnxRuntimeEngine(path, spec, threads=threads)
+    return engines
+
+
+def sr_factor(task: str) -> int:
+    """The upscaling factor of a task: N for ``srN…``, else 1."""
+    match = re.match(r"^sr(\d+)", task)
+    return int(match.group(1)) if match else 1
+
+
+def size_multiple(models: Models) -> int:
+    """The factor that the image height and width must be divisible by for every engine."""
+    return math.lcm(*(engine.spec.multiple for engine in models.engines.values()))
+
+
+def padded_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """``size`` rounded up to ``multiple``."""
+    return (math.ceil(size[0] / multiple) * multiple, math.ceil(size[1] / multiple) * multiple)
+
+
+def canvas_operator(operator: Operator, multiple: int) -> Operator:
+    """``operator`` on a canvas padded up to ``multiple`` (unchanged when it already fits)."""
+    padded = padded_size(operator.size, multiple)
+    return operator if padded == operator.size else PaddedOperator(operator, padded)
+
+
+def as_batch(image: Any) -> tuple[torch.Tensor, bool]:
+    """A (B, C, H, W) float tensor in [0, 1] from a path, a PIL image, an HWC array or a tensor.
+
+    Returns the batch and whether the input was a single (C, H, W) image.
+    """
+    if isinstance(image, (str, Path)):
+        from .io import read_image
+
+        return read_image(image).data[None], True
+    if isinstance(image, np.ndarray):
+        array = image.astype(np.float32) / (np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1.0)
+        array = array[..., None] if array.ndim == 2 else array
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None], True
+    if not isinstance(image, torch.Tensor):
+        try:
+            return as_batch(np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image))
+        except AttributeError:
+            raise UserError(f"cannot restore a {type(image).__name__}; pass a path, a PIL image, an array or a tensor") from None
+    if image.dim() == 3:
+        return image.float()[None], True
+    if image.dim() == 4:
+        return image.float(), False
+    raise UserError(f"an image tensor must be (C, H, W) or (B, C, H, W), got shape {tuple(image.shape)}")
+
+
+def restore(
+    image: Any,
+    method: str | None = None,
+    task: str = "sr4",
+    sigma: float = 0.0,
+    engine: str | Path | None = None,
+    backend: str = "auto",
+    seed: int = 0,
+    *,
+    model_set: str | Path = DEFAULT_MODEL_SET,
+    device: str | torch.device | None = None,
+    config: dict | None = None,
+    task_params: dict | None = None,
+    callback: StepCallback | None = None,
+    models: Models | None = None,
+) -> torch.Tensor:
+    """Restore one degraded image (or a batch) and return it in [0, 1], shaped like the input.
+
+    ``image`` is the observation y (the low-resolution image for SR). ``method`` is taken
+    from the bundle when ``engine`` is given, else defaults to ``reld``. ``config`` sets the
+    method's hyperparameters by name; ``task_params`` the operator's (kernel, mask, …).
+    ``models`` reuses engines already loaded with :func:`load_models`.
+    """
+    y, single = as_batch(image)
+    if y.shape[-2] < 2 or y.shape[-1] < 2:
+        raise UserError(f"the image is {y.shape[-1]}×{y.shape[-2]} pixels; restoration needs at least 2×2")
+    scale = sr_factor(task)
+    size = (y.shape[-2] * scale, y.shape[-1] * scale)
+    if models is None:
+        wants_adapt = bool((config or {}).get("adapt"))
+        method, models = load_models(
+            method, engine=engine, model_set=model_set, backend=backend, device=device, adapt=wants_adapt,
+            image_size=size, scale=scale,
+        )
+    method = method or "reld"
+    pipeline = _pipeline(method, models, config)
+    channels = 3 if task == "colorize" else y.shape[1]
+    gray_to_rgb = channels == 1 and _model_channels(models) == 3
+    if gray_to_rgb:
+        y, channels = y.expand(-1, 3, -1, -1), 3
+    operator = make_operator(task, size=size, channels=channels, **(task_params or {}))
+    operator = canvas_operator(operator, math.lcm(size_multiple(models), scale))
+    engine_device = next(iter(models.engines.values())).device
+    out = pipeline(y.to(engine_device), operator, sigma, seed=seed, callback=callback)
+    out = out[..., : size[0], : size[1]]
+    if gray_to_rgb:
+        out = out.mean(dim=1, keepdim=True)
+    return out[0] if single else out
+
+
+def _pipeline(method: str, models: Models, config: dict | None) -> Pipeline:
+    cls = pipeline_class(method)
+    settings = cls.Config()
+    for key, value in (config or {}).items():
+        if not hasattr(settings, key):
+            raise UserError(f"method '{method}' has no setting '{key}'")
+        setattr(settings, key, value)
+    return cls(models, settings)
+
+
+def _model_channels(models: Models) -> int:
+    """Image channels the networks expect (3 for the RGB model sets)."""
+    for name in ("encoder", "pixel_unet"):
+        if name in models.engines:
+            return int(models.engines[name].spec.inputs[0].shape[1])
+    return 3
+
+
+__all__ = ["BACKENDS", "METHODS", "load_models", "restore"]
