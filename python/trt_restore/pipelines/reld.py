@@ -19,7 +19,9 @@ Choices the paper leaves open, made here:
 - ``μ = (max(σ, σ_min) / τ)²``: the ratio of the observation noise to the prior's pixel
   tolerance τ, so the t-update is the MAP estimate for noise σ and a Gaussian of width τ
   around D(v);
-- the step is normalised by the curvature of the v-objective, ``η = step / (λ + μ)``;
+- the step is normalised by the curvature of the v-objective, ``η = step / (λ + μ L)``, with
+  ``L ≈ ‖J_Dᵀ J_D‖`` from a few power iterations at the warm start (J_D u by a finite
+  difference of D, J_Dᵀ by the VJP graph); the encoder approximation has curvature 1;
 - p decreases linearly from ``p_start`` to ``p_end`` over the iterations (coarse to fine);
 - warm start ``v₀ = E(x₀)`` with ``x₀ = (AᵀA + μ₀I)⁻¹(Aᵀb + μ₀·½)``, a regularised
   least-squares image that exists for every operator; the output is the final t.
@@ -43,7 +45,7 @@ class RELDConfig:
     tau: float = hyper(0.04, "prior pixel tolerance τ; μ = (max(σ, σ_min)/τ)²")
     sigma_min: float = hyper(0.005, "σ floor used for μ on noiseless problems")
     lam: float = hyper(1.0, "λ: weight of the diffusion regulariser relative to μ = 1")
-    step: float = hyper(0.8, "v-update step, normalised: η = step / (λ + μ)")
+    step: float = hyper(0.8, "v-update step, normalised by the curvature: η = step / (λ + μL)")
     p_start: int = hyper(400, "diffusion step of Den at the first iteration")
     p_end: int = hyper(40, "diffusion step of Den at the last iteration")
     v_grad: str = hyper("vjp", "vjp: exact J_Dᵀ(D(v) − t); encoder: the approximation v − E(t)")
@@ -66,30 +68,53 @@ class RELD(Pipeline):
             raise UserError(f"--v-grad must be one of {', '.join(V_GRADIENTS)}, got '{cfg.v_grad}'")
         timings = self.models.timings
         mu = (max(sigma, cfg.sigma_min) / cfg.tau) ** 2
-        lam = cfg.lam * mu
-        eta = cfg.step / (lam + mu)
-        schedule = self.models.schedule("unet")
         image_shape = (y.shape[0], *operator.x_shape[1:])
 
         with stage(timings, "data step"):
-            x_init = operator.prox_l2(y, torch.full(image_shape, 0.5, device=y.device, dtype=y.dtype), mu)
-        v = self.models.call("encoder", image=x_init)
-        t = x_init
+            t = operator.prox_l2(y, torch.full(image_shape, 0.5, device=y.device, dtype=y.dtype), mu)
+        v = self.models.call("encoder", image=t)
+        curvature = self.decoder_curvature(v, noise) if cfg.v_grad == "vjp" else 1.0
         levels = noise_levels(cfg.p_start, cfg.p_end, cfg.iterations)
-        for k, p in enumerate(levels):
+        for k, level in enumerate(levels):
             decoded = self.models.call("decoder", latent=v)
             with stage(timings, "data step"):
                 t = operator.prox_l2(y, decoded, mu)
-            v_p = schedule.add_noise(v, noise.like(v), p)
-            timestep = torch.full((v.shape[0],), float(p), device=v.device)
-            denoised, _ = schedule.split_prediction(self.models.call("unet", latent=v_p, timestep=timestep), v_p, p)
-            if cfg.v_grad == "vjp":
-                data_grad = self.models.call("decoder_vjp", latent=v, cotangent=decoded - t)
-            else:
-                data_grad = v - self.models.call("encoder", image=t)
-            v = v - eta * (lam * (v - denoised) + mu * data_grad)
+            v = self.v_update(v, t, decoded, mu, curvature, noise, level)
             if callback is not None:
                 callback(k + 1, len(levels), lambda: t)
         decoded = self.models.call("decoder", latent=v)
         with stage(timings, "data step"):
             return operator.prox_l2(y, decoded, mu)
+
+    def v_update(self, v, t, decoded, mu: float, curvature: float, noise, level: int):
+        """``v − η [λ (v − Den(v; p)) + μ g]`` with ``g = J_Dᵀ(D(v) − t)`` (or ``v − E(t)``), ``decoded = D(v)``."""
+        cfg = self.config
+        lam = cfg.lam * mu
+        eta = cfg.step / (lam + mu * curvature)
+        if cfg.v_grad == "vjp":
+            data_grad = self.models.call("decoder_vjp", latent=v, cotangent=decoded - t)
+        else:
+            data_grad = v - self.models.call("encoder", image=t)
+        if lam == 0:
+            return v - eta * mu * data_grad
+        return v - eta * (lam * (v - self.denoise(v, level, noise)) + mu * data_grad)
+
+    def decoder_curvature(self, v, noise, iterations: int = 4, epsilon: float = 1e-3) -> float:
+        """``‖J_Dᵀ J_D‖`` at v by power iteration: ``u ← J_Dᵀ J_D u / ‖·‖``."""
+        decoded = self.models.call("decoder", latent=v)
+        u = noise.like(v)
+        estimate = 1.0
+        for _ in range(iterations):
+            u = u / u.norm()
+            jvp = (self.models.call("decoder", latent=v + epsilon * u) - decoded) / epsilon
+            u = self.models.call("decoder_vjp", latent=v, cotangent=jvp)
+            estimate = float(u.norm())
+        return estimate
+
+    def denoise(self, v, level: int, noise):
+        """``Den(v; p)``: noise v to step p and return the UNet's clean-latent estimate."""
+        schedule = self.models.schedule("unet")
+        v_p = schedule.add_noise(v, noise.like(v), level)
+        timestep = torch.full((v.shape[0],), float(level), device=v.device)
+        denoised, _ = schedule.split_prediction(self.models.call("unet", latent=v_p, timestep=timestep), v_p, level)
+        return denoised

@@ -49,12 +49,15 @@ class NoiseSchedule:
     def from_config(cls, config: dict) -> "NoiseSchedule":
         """From a diffusers scheduler config (``DDPMScheduler``/``DDIMScheduler`` keys)."""
         steps = int(config.get("num_train_timesteps", 1000))
-        betas = _betas(
-            config.get("beta_schedule", "linear"),
-            float(config.get("beta_start", 1e-4)),
-            float(config.get("beta_end", 2e-2)),
-            steps,
-        )
+        if config.get("trained_betas") is not None:
+            betas = torch.tensor(config["trained_betas"], dtype=torch.float64)
+        else:
+            betas = _betas(
+                config.get("beta_schedule", "linear"),
+                float(config.get("beta_start", 1e-4)),
+                float(config.get("beta_end", 2e-2)),
+                steps,
+            )
         alphas_cumprod = torch.cumprod(1 - betas, dim=0)
         prediction_type = config.get("prediction_type", "epsilon")
         if prediction_type not in PREDICTION_TYPES:
