@@ -40,17 +40,19 @@ def load_models(
     scale: int = 1,
     threads: int | None = None,
     adapt: bool = False,
+    tile: int | None = None,
 ) -> tuple[str, Models]:
     """The method and its engines: from a ``.plan`` bundle, or from a model set on torch or onnxruntime.
 
     ``image_size`` (the restored image's size) and the task's SR ``scale`` matter only to
     graphs with static shapes (the decoder VJP), which are exported for the padded canvas.
-    ``adapt`` keeps a trainable copy of the INN.
+    ``adapt`` keeps a trainable copy of the INN. ``tile`` (image pixels) runs the networks
+    on overlapping tiles for larger images; a bundle's profile maximum is the default there.
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
     if engine is not None:
-        return _models_from_bundle(method, engine, backend, device, threads)
+        return _models_from_bundle(method, engine, backend, device, threads, tile)
     method = method or "reld"
     components_for(method)
     if backend == "tensorrt":
@@ -72,10 +74,28 @@ def load_models(
     if adapt:
         inn_role = "inn_latent" if method == "indigo-latent" else "inn_pixel"
         trainable["inn"] = copy.deepcopy(models.network(inn_role)).to(next(iter(engines.values())).device)
-    return method, Models(engines, trainable)
+    return method, Models(tiled(engines, tile), trainable)
 
 
-def _models_from_bundle(method, engine, backend, device, threads) -> tuple[str, Models]:
+def tiled(engines: dict, tile: int | None) -> dict:
+    """Engines wrapped to run on overlapping tiles where the image exceeds ``tile`` or the graph is static.
+
+    The decoder uses the decoder VJP's tiles when that graph is static, so that the VJP stays
+    the exact adjoint of the tiled decoder.
+    """
+    from .runtime.tiling import TiledEngine, tile_for
+
+    plans = {name: tile_for(engine.spec, tile) for name, engine in engines.items()}
+    if "decoder" in engines and plans.get("decoder_vjp"):
+        plans["decoder"] = plans["decoder_vjp"]
+    return {
+        name: engine if plans[name] is None
+        else TiledEngine(engine, *plans[name], adjoint_of="cotangent" if name == "decoder_vjp" else None)
+        for name, engine in engines.items()
+    }
+
+
+def _models_from_bundle(method, engine, backend, device, threads, tile) -> tuple[str, Models]:
     from .runtime.bundle import Bundle
 
     bundle = Bundle.open(engine)
@@ -84,7 +104,9 @@ def _models_from_bundle(method, engine, backend, device, threads) -> tuple[str, 
     if backend not in ("auto", bundle.backend):
         raise UserError(f"{engine} holds {bundle.backend} graphs; use --backend {bundle.backend} or auto")
     options = {"threads": threads} if bundle.backend == "onnxruntime" else {}
-    return bundle.method, Models(bundle.engines(device, **options))
+    if tile is None:
+        tile = min(min(p.max["H"], p.max["W"]) for name in bundle.components for p in bundle.profiles(name))
+    return bundle.method, Models(tiled(bundle.engines(device, **options), tile))
 
 
 def _onnxruntime_engines(wrappers, image_size, threads):
@@ -163,13 +185,15 @@ def restore(
     task_params: dict | None = None,
     callback: StepCallback | None = None,
     models: Models | None = None,
+    tile: int | None = None,
 ) -> torch.Tensor:
     """Restore one degraded image (or a batch) and return it in [0, 1], shaped like the input.
 
     ``image`` is the observation y (the low-resolution image for SR). ``method`` is taken
     from the bundle when ``engine`` is given, else defaults to ``reld``. ``config`` sets the
     method's hyperparameters by name; ``task_params`` the operator's (kernel, mask, …).
-    ``models`` reuses engines already loaded with :func:`load_models`.
+    ``models`` reuses engines already loaded with :func:`load_models`; ``tile`` runs the
+    networks on overlapping tiles of that many pixels (see :mod:`trt_restore.runtime.tiling`).
     """
     y, single = as_batch(image)
     if y.shape[-2] < 2 or y.shape[-1] < 2:
@@ -180,7 +204,7 @@ def restore(
         wants_adapt = bool((config or {}).get("adapt"))
         method, models = load_models(
             method, engine=engine, model_set=model_set, backend=backend, device=device, adapt=wants_adapt,
-            image_size=size, scale=scale,
+            image_size=size, scale=scale, tile=tile,
         )
     method = method or "reld"
     pipeline = _pipeline(method, models, config)

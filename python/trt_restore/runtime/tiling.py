@@ -1,0 +1,177 @@
+"""Overlapping tiles for images larger than an engine accepts, blended smoothly outside the graph.
+
+A component runs on tiles of ``tile`` image pixels that overlap by ``overlap``; every
+4-D tensor is cut on its own grid (a latent ``H/8`` is cut at 1/8 of the image
+coordinates). The tiles' outputs are blended with separable weights ``w`` that ramp
+linearly across each interior overlap and are normalised so that they sum to one:
+
+    out = Σ_i P_iᵀ (ŵ_i ⊙ f(Q_i x)),     ŵ_i = w_i / Σ_j P_jᵀ w_j
+
+The decoder's vector-Jacobian product must be the adjoint of that tiled decoder, so a
+component in ``adjoint`` mode weights its image-space cotangent by ``ŵ_i`` and sums the
+tile results:
+
+    J_Dᵀ r = Σ_i Q_iᵀ J_D(Q_i z)ᵀ (ŵ_i ⊙ P_i r)
+
+Graphs with static shapes (``decoder_vjp``) always get tiles of exactly their size; an
+image smaller than a tile is padded (replicated inputs, zero cotangent) and cropped.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+from ..specs import ComponentSpec
+from .engine import Engine
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of length ``tile`` covering ``size``; the last one ends at ``size``."""
+    if size <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, size - tile, step))
+    return starts + [size - tile]
+
+
+def ramp(length: int, start: int, total: int, overlap: int, device) -> torch.Tensor:
+    """1-D blend weight of a tile at ``start``: linear ramps over the overlap on interior edges."""
+    position = torch.arange(length, device=device, dtype=torch.float32) + 0.5
+    weight = torch.ones(length, device=device)
+    if overlap > 0 and start > 0:
+        weight = torch.minimum(weight, position / overlap)
+    if overlap > 0 and start + length < total:
+        weight = torch.minimum(weight, (length - position) / overlap)
+    return weight
+
+
+def spatial_divisors(spec: ComponentSpec) -> dict[str, int]:
+    """For each 4-D tensor of the spec, how many image pixels one of its pixels spans."""
+    tensors = [t for t in (*spec.inputs, *spec.outputs) if len(t.shape) == 4]
+    static = [t.shape[-2] for t in tensors if isinstance(t.shape[-2], int)]
+    divisors = {}
+    for tensor in tensors:
+        dim = tensor.shape[-2]
+        if isinstance(dim, str):
+            divisors[tensor.name] = int(dim.partition("/")[2] or 1)
+        else:
+            divisors[tensor.name] = max(static) // dim
+    return divisors
+
+
+class TiledEngine(Engine):
+    """``inner`` on overlapping ``tile``-sized pieces when the image is larger (or the graph is static)."""
+
+    def __init__(self, inner: Engine, tile: tuple[int, int], overlap: int, *, adjoint_of: str | None = None):
+        super().__init__(inner.spec, inner.device)
+        self.inner = inner
+        self.backend = inner.backend
+        self.tile = tile
+        self.overlap = overlap
+        self.adjoint_input = adjoint_of
+        self.divisors = spatial_divisors(inner.spec)
+        self.static = all(isinstance(d, int) for t in inner.spec.inputs for d in t.shape)
+        multiple = max(inner.spec.multiple, max(self.divisors.values(), default=1))
+        if any(t % multiple for t in tile) or overlap % multiple:
+            raise UserError(
+                f"component '{inner.spec.name}': tile {tile} and overlap {overlap} must be multiples of {multiple}"
+            )
+
+    def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        height, width = self._image_size(inputs)
+        if not self.static and height <= self.tile[0] and width <= self.tile[1]:
+            return self.inner(**inputs)
+        return self._tiled(inputs, height, width)
+
+    def _run(self, feeds, sizes):
+        raise NotImplementedError("TiledEngine overrides __call__ and never reaches _run")
+
+    def _image_size(self, inputs) -> tuple[int, int]:
+        for tensor in self.spec.inputs:
+            if tensor.name in self.divisors:
+                value, d = inputs[tensor.name], self.divisors[tensor.name]
+                return value.shape[-2] * d, value.shape[-1] * d
+        raise UserError(f"component '{self.spec.name}' has no image-shaped input to tile")
+
+    def _tiled(self, inputs, height, width) -> dict[str, torch.Tensor]:
+        tile_h, tile_w = self.tile
+        canvas_h, canvas_w = max(height, tile_h), max(width, tile_w)
+        inputs = {name: self._pad(name, value, canvas_h, canvas_w) for name, value in inputs.items()}
+        outputs: dict[str, torch.Tensor] = {}
+        totals: dict[str, torch.Tensor] = {}
+        rows, cols = tile_starts(canvas_h, tile_h, self.overlap), tile_starts(canvas_w, tile_w, self.overlap)
+        for top in rows:
+            for left in cols:
+                weight = self._weight(top, left, canvas_h, canvas_w)
+                piece = {name: self._cut(name, value, top, left) for name, value in inputs.items()}
+                if self.adjoint_input is not None:
+                    piece[self.adjoint_input] = piece[self.adjoint_input] * self._normalised(weight, top, left, rows, cols, canvas_h, canvas_w)
+                for name, value in self.inner(**piece).items():
+                    d = self.divisors.get(name)
+                    if d is None:
+                        raise UserError(f"component '{self.spec.name}': output '{name}' cannot be tiled")
+                    if name not in outputs:
+                        outputs[name] = value.new_zeros(*value.shape[:-2], canvas_h // d, canvas_w // d)
+                        totals[name] = value.new_zeros(canvas_h // d, canvas_w // d)
+                    region = (slice(top // d, (top + tile_h) // d), slice(left // d, (left + tile_w) // d))
+                    w = torch.ones_like(value[0, 0]) if self.adjoint_input else self._resample(weight, d)
+                    outputs[name][(..., *region)] += value * w
+                    totals[name][region] += w
+        return {
+            name: (value if self.adjoint_input else value / totals[name])[..., : height // self.divisors[name], : width // self.divisors[name]]
+            for name, value in outputs.items()
+        }
+
+    def _pad(self, name: str, value: torch.Tensor, canvas_h: int, canvas_w: int) -> torch.Tensor:
+        d = self.divisors.get(name)
+        if d is None:
+            return value
+        extra_h, extra_w = canvas_h // d - value.shape[-2], canvas_w // d - value.shape[-1]
+        if extra_h == 0 and extra_w == 0:
+            return value
+        if name == self.adjoint_input:
+            return F.pad(value, (0, extra_w, 0, extra_h))
+        return F.pad(value, (0, extra_w, 0, extra_h), mode="replicate")
+
+    def _cut(self, name: str, value: torch.Tensor, top: int, left: int) -> torch.Tensor:
+        d = self.divisors.get(name)
+        if d is None:
+            return value
+        return value[..., top // d : (top + self.tile[0]) // d, left // d : (left + self.tile[1]) // d]
+
+    def _weight(self, top: int, left: int, canvas_h: int, canvas_w: int) -> torch.Tensor:
+        rows = ramp(self.tile[0], top, canvas_h, self.overlap, self.device)
+        cols = ramp(self.tile[1], left, canvas_w, self.overlap, self.device)
+        return rows[:, None] * cols[None, :]
+
+    def _normalised(self, weight, top, left, rows, cols, canvas_h, canvas_w) -> torch.Tensor:
+        """``ŵ_i`` on this tile: its weight over the sum of all tiles' weights (image grid)."""
+        total = torch.zeros(canvas_h, canvas_w, device=self.device)
+        for r in rows:
+            for c in cols:
+                total[r : r + self.tile[0], c : c + self.tile[1]] += self._weight(r, c, canvas_h, canvas_w)
+        return weight / total[top : top + self.tile[0], left : left + self.tile[1]]
+
+    @staticmethod
+    def _resample(weight: torch.Tensor, divisor: int) -> torch.Tensor:
+        """The blend weight on a grid ``divisor`` times coarser (mean over each block)."""
+        return weight if divisor == 1 else F.avg_pool2d(weight[None, None], divisor)[0, 0]
+
+
+def tile_for(spec: ComponentSpec, tile: int | None, overlap_fraction: float = 0.25) -> tuple[tuple[int, int], int] | None:
+    """Tile size and overlap for a component: its static size, else ``tile`` (None: no tiling)."""
+    multiple = max(spec.multiple, max(spatial_divisors(spec).values(), default=1))
+    static = [t for t in spec.inputs if len(t.shape) == 4 and all(isinstance(d, int) for d in t.shape)]
+    if static:
+        d = spatial_divisors(spec)[static[0].name]
+        size = (static[0].shape[-2] * d, static[0].shape[-1] * d)
+    elif tile is None:
+        return None
+    else:
+        size = (tile, tile)
+    overlap = max(multiple, int(min(size) * overlap_fraction) // multiple * multiple)
+    return size, overlap
+
+
