@@ -21,4 +21,4 @@ def pipeline_class(method: str) -> type[Pipeline]:
         raise UserError(f"unknown method '{method}'; choose one of: {', '.join(PIPELINES)}") from None
 
 
-__all__ = ["Models", "Pipeline", "PIPELINES", "pipeline_class"]
+__all__ = ["PIPELINES", "Models", "Pipeline", "pipeline_class"]

@@ -52,7 +52,7 @@ class SpectralProblem:
         self.ut_y[:, :k] = operator.U_adjoint(y_model)[:, :k]
 
     @classmethod
-    def from_observation(cls, operator: Operator, y: torch.Tensor) -> "SpectralProblem":
+    def from_observation(cls, operator: Operator, y: torch.Tensor) -> SpectralProblem:
         """From ``y`` in [0, 1], mapped to the model's range: ``y_m = 2y − A1`` (so that ``y_m = A(2x − 1)``)."""
         ones = torch.ones(operator.x_shape, device=y.device, dtype=y.dtype)
         return cls(operator, 2 * y - operator.A(ones), torch.Size((y.shape[0], *operator.x_shape[1:])))
@@ -115,7 +115,7 @@ def ddrm_sample(
         with stage(timings, "svd projections"):
             x = math.sqrt(schedule.alpha(t_next)) * problem.to_image(vt_next)
         if callback is not None:
-            callback(step + 1, len(pairs), lambda: (x0 + 1) / 2)
+            callback(step + 1, len(pairs), lambda x0=x0: (x0 + 1) / 2)
     # The last step lands on ᾱ = 1 with σ' = 0, so x is the final denoised estimate.
     return x
 

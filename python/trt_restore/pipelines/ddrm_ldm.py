@@ -20,10 +20,9 @@ import math
 
 import torch
 
-from ..errors import UserError
-from .base import Pipeline, pad_to
+from .base import Pipeline
 from .ddrm import DDRMConfig, SpectralProblem, ddrm_sample
-from .ldm_sr import sr_scale
+from .ldm_sr import low_resolution_condition, sr_scale
 
 
 class DDRMLDM(Pipeline):
@@ -39,16 +38,9 @@ class DDRMLDM(Pipeline):
         return "DDRM-LDM does super-resolution with an SVD operator (srN, srN-bicubic)"
 
     def run(self, y, operator, sigma, noise, callback):
-        factor = self.models.latent_factor
-        if sr_scale(operator) != factor:
-            raise UserError(
-                f"this SR latent model upscales by {factor}, but task '{operator.task}' asks for x{sr_scale(operator)}; "
-                f"use sr{factor} or sr{factor}-bicubic"
-            )
+        lr = low_resolution_condition(self.models, operator, y)
         schedule = self.models.schedule("sr_unet")
         problem = SpectralProblem.from_observation(operator, y)
-        _, _, height, width = operator.x_shape
-        lr = pad_to(y, (height // factor, width // factor))
 
         def predict(x_t, t):
             a = schedule.alpha(t)

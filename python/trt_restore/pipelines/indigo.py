@@ -36,7 +36,6 @@ from .base import Pipeline, hyper, pad_to, stage
 from .ldm_sr import ddim_pairs, sr_scale
 
 
-
 @dataclass
 class IndigoConfig:
     steps: int = hyper(50, "DDIM steps")
@@ -101,7 +100,7 @@ class Indigo(Pipeline):
                 eps = schedule.epsilon_from_x0(z0, z, t)
             z = schedule.ddim_step(z0, eps, t, t_prev, cfg.eta, noise.like(z) if cfg.eta > 0 else None)
             if callback is not None:
-                callback(step + 1, len(pairs), lambda: self.models.call("decoder", latent=z0))
+                callback(step + 1, len(pairs), lambda z0=z0: self.models.call("decoder", latent=z0))
         return self.models.call("decoder", latent=z)
 
     def _target(self, y: torch.Tensor, operator: Operator, factor: int) -> torch.Tensor:

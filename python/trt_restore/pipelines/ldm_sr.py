@@ -37,6 +37,21 @@ def sr_scale(operator: Operator) -> int | None:
     return getattr(operator, "scale", None) if operator.task.startswith("sr") else None
 
 
+def low_resolution_condition(models, operator: Operator, y: torch.Tensor) -> torch.Tensor:
+    """The SR UNet's conditioning: y on the latent grid of the (possibly padded) canvas.
+
+    The task's SR factor must equal the autoencoder's downsampling factor.
+    """
+    factor = models.latent_factor
+    if sr_scale(operator) != factor:
+        raise UserError(
+            f"this SR latent model upscales by {factor}, but task '{operator.task}' asks for x{sr_scale(operator)}; "
+            f"use sr{factor} or sr{factor}-bicubic"
+        )
+    _, _, height, width = operator.x_shape
+    return pad_to(y, (height // factor, width // factor))  # a padded canvas (see PaddedOperator)
+
+
 class LDMSR(Pipeline):
     name = "ldm-sr"
     Config = LDMSRConfig
@@ -50,15 +65,8 @@ class LDMSR(Pipeline):
         return "LDM-SR only does super-resolution (srN, srN-bicubic, srN-gauss)"
 
     def run(self, y, operator, sigma, noise, callback):
-        factor = self.models.latent_factor
-        if sr_scale(operator) != factor:
-            raise UserError(
-                f"this LDM-SR model upscales by {factor}, but task '{operator.task}' asks for x{sr_scale(operator)}; "
-                f"use sr{factor} or sr{factor}-bicubic"
-            )
+        lr = low_resolution_condition(self.models, operator, y)
         schedule = self.models.schedule("sr_unet")
-        _, _, height, width = operator.x_shape
-        lr = pad_to(y, (height // factor, width // factor))  # a padded canvas (see PaddedOperator)
         z = noise.randn(y.shape[0], self.models.latent_channels, *lr.shape[-2:])
         pairs = ddim_pairs(schedule, self.config.steps)
         for step, (t, t_prev) in enumerate(pairs):
@@ -67,5 +75,5 @@ class LDMSR(Pipeline):
             z0, eps = schedule.split_prediction(out, z, t)
             z = schedule.ddim_step(z0, eps, t, t_prev, self.config.eta, noise.like(z) if self.config.eta > 0 else None)
             if callback is not None:
-                callback(step + 1, len(pairs), lambda: self.models.call("decoder", latent=z0))
+                callback(step + 1, len(pairs), lambda z0=z0: self.models.call("decoder", latent=z0))
         return self.models.call("decoder", latent=z)

@@ -81,7 +81,7 @@ class RELD(Pipeline):
                 t = operator.prox_l2(y, decoded, mu)
             v = self.v_update(v, t, decoded, mu, curvature, noise, level)
             if callback is not None:
-                callback(k + 1, len(levels), lambda: t)
+                callback(k + 1, len(levels), lambda t=t: t)
         decoded = self.models.call("decoder", latent=v)
         with stage(timings, "data step"):
             return operator.prox_l2(y, decoded, mu)

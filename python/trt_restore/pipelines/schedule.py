@@ -46,7 +46,7 @@ class NoiseSchedule:
     steps_offset: int = 0
 
     @classmethod
-    def from_config(cls, config: dict) -> "NoiseSchedule":
+    def from_config(cls, config: dict) -> NoiseSchedule:
         """From a diffusers scheduler config (``DDPMScheduler``/``DDIMScheduler`` keys)."""
         steps = int(config.get("num_train_timesteps", 1000))
         if config.get("trained_betas") is not None:
