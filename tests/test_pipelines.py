@@ -7,11 +7,15 @@ from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion_superresolut
 
 from trt_restore import restore
 from trt_restore.api import load_models
+from trt_restore.errors import UserError
 from trt_restore.export.model_sets import load_model_set
 from trt_restore.metrics import psnr
 from trt_restore.operators import Degradation, make_operator
+from trt_restore.pipelines import Models
 from trt_restore.pipelines.base import Noise
 from trt_restore.pipelines.reld import RELD, RELDConfig
+from trt_restore.runtime.torch_backend import TorchEngine
+from trt_restore.specs import ComponentSpec, TensorSpec
 
 # (method, task) pairs each method supports, at 64×64 with few steps.
 CASES = [
@@ -96,3 +100,18 @@ def test_reld_v_step_decreases_the_hqs_objective(v_grad, min_fraction):
             v = v_next
     print(f"RELD v-update with {v_grad}: objective decreased in {decreases}/{trials} steps")
     assert decreases >= min_fraction * trials
+
+
+class _Broken(torch.nn.Module):
+    def forward(self, latent):
+        return latent * float("nan")
+
+
+def test_non_finite_output_is_caught_at_once_and_rerun_on_the_fallback(caplog):
+    spec = ComponentSpec("decoder", (TensorSpec("latent", ("B", 4, "H", "W")),), (TensorSpec("image", ("B", 4, "H", "W")),))
+    z = torch.ones(1, 4, 8, 8)
+    with pytest.raises(UserError, match="'decoder' produced NaN or Inf.*--precision fp32"):
+        Models({"decoder": TorchEngine(_Broken(), spec)}).call("decoder", latent=z)
+    models = Models({"decoder": TorchEngine(_Broken(), spec)}, fallbacks={"decoder": TorchEngine(torch.nn.Identity(), spec)})
+    assert torch.equal(models.call("decoder", latent=z), z)
+    assert "rerunning it in fp32" in caplog.text

@@ -37,9 +37,15 @@ class Models:
     ``trainable`` holds torch modules a method may fine-tune (the INN for ``--adapt``).
     """
 
-    def __init__(self, engines: Mapping[str, Any], trainable: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        engines: Mapping[str, Any],
+        trainable: Mapping[str, Any] | None = None,
+        fallbacks: Mapping[str, Any] | None = None,
+    ):
         self.engines = dict(engines)
         self.trainable = dict(trainable or {})
+        self.fallbacks = dict(fallbacks or {})  # fp32 engines that rerun a component whose output is not finite
         self.timings: dict[str, list[float]] = defaultdict(list)
 
     def engine(self, component: str):
@@ -51,12 +57,30 @@ class Models:
             ) from None
 
     def call(self, component: str, **inputs: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        """Run one component; returns its only output, or the dict of outputs when it has several."""
+        """Run one component; returns its only output, or the dict of outputs when it has several.
+
+        A NaN or Inf in the outputs is caught at once: the component reruns on its fp32
+        fallback engine with a warning when there is one, else the run stops with an error.
+        """
         engine = self.engine(component)
         start = time.perf_counter()
         outputs = engine(**inputs)
+        if not all(bool(torch.isfinite(out).all()) for out in outputs.values()):
+            outputs = self._rerun_in_fp32(component, inputs)
         self.timings[component].append(time.perf_counter() - start)
         return next(iter(outputs.values())) if len(outputs) == 1 else outputs
+
+    def _rerun_in_fp32(self, component: str, inputs) -> dict[str, torch.Tensor]:
+        fallback = self.fallbacks.get(component)
+        if fallback is None:
+            raise UserError(
+                f"component '{component}' produced NaN or Inf; if it runs in fp16, rebuild with --precision fp32"
+            )
+        log.warning("component '%s' produced NaN or Inf; rerunning it in fp32", component)
+        outputs = fallback(**inputs)
+        if not all(bool(torch.isfinite(out).all()) for out in outputs.values()):
+            raise UserError(f"component '{component}' produced NaN or Inf in fp32 too; check the input image and the model")
+        return outputs
 
     def schedule(self, component: str) -> NoiseSchedule:
         """The noise schedule the diffusion component was trained with."""
