@@ -38,7 +38,19 @@ CASES = TINY_SET_CASES + EXTRA_CASES
 # scale are expected. 2e-2 (≈ 40u) leaves headroom while still catching a wrong cast
 # (an fp16 normalisation or timestep embedding is off by far more).
 FP16_RTOL_OF_MAX = 2e-2
+# Graphs are traced at one size and run at another (both dimensions differ), so a
+# dimension frozen into the graph would show; every component's multiple divides both.
+EXAMPLE_SIZE, TEST_SIZE = (32, 64), (64, 32)
 FP32_RTOL_OF_MAX = 1e-4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine the second one only waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +65,16 @@ def _wrapper(model_set: ModelSet, component: str, method: str) -> Component:
     return model_set.wrapper(component, method)
 
 
+def _session(path) -> ort.InferenceSession:
+    # Idle onnxruntime threads must not spin: they would starve torch running next to them.
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def _run(path, wrapper: Component, inputs) -> list[np.ndarray]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {t.name: x.numpy() for t, x in zip(wrapper.spec.inputs, inputs)})
+    session = _session(path)
+    return session.run(None, {t.name: x.numpy() for t, x in zip(wrapper.spec.inputs, inputs, strict=True)})
 
 
 def _torch(wrapper: Component, inputs) -> list[np.ndarray]:
@@ -65,8 +84,7 @@ def _torch(wrapper: Component, inputs) -> list[np.ndarray]:
 
 
 def _assert_close_to_scale(actual: list[np.ndarray], expected: list[np.ndarray], rtol_of_max: float):
-    assert len(actual) == len(expected)
-    for a, e in zip(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
         assert a.shape == e.shape and a.dtype == np.float32
         assert np.abs(a - e).max() <= rtol_of_max * np.abs(e).max()
 
@@ -74,9 +92,9 @@ def _assert_close_to_scale(actual: list[np.ndarray], expected: list[np.ndarray],
 @pytest.mark.parametrize("component, method", CASES)
 def test_fp32_onnx_matches_torch_at_another_size(tmp_path, tiny_set, component, method):
     wrapper = _wrapper(tiny_set, component, method)
-    spec = export_component(wrapper, tmp_path / "model.onnx", example_size=(64, 64))
+    spec = export_component(wrapper, tmp_path / "model.onnx", example_size=EXAMPLE_SIZE)
     assert spec.meta["precision"] == "fp32" and spec.inputs == wrapper.spec.inputs
-    inputs = wrapper.example_inputs(2, 96, 32, seed=1)
+    inputs = wrapper.example_inputs(2, *TEST_SIZE, seed=1)
     _assert_close_to_scale(_run(tmp_path / "model.onnx", wrapper, inputs), _torch(wrapper, inputs), FP32_RTOL_OF_MAX)
 
 
@@ -95,7 +113,7 @@ KEPT_FP32 = {"InstanceNormalization", "GroupNormalization", "LayerNormalization"
 @pytest.mark.parametrize("component, method", CASES)
 def test_fp16_onnx_is_strongly_typed_and_close_to_fp32_torch(tmp_path, tiny_set, component, method):
     wrapper = _wrapper(tiny_set, component, method)
-    export_component(wrapper, tmp_path / "model.onnx", precision="fp16", example_size=(32, 32))
+    export_component(wrapper, tmp_path / "model.onnx", precision="fp16", example_size=EXAMPLE_SIZE)
 
     model = onnx.load(str(tmp_path / "model.onnx"))
     types = _elem_types(model)
@@ -108,20 +126,20 @@ def test_fp16_onnx_is_strongly_typed_and_close_to_fp32_torch(tmp_path, tiny_set,
         if node.op_type == "Conv":
             assert types[node.input[0]] == FLOAT16 and types[node.input[1]] == FLOAT16, node.name
 
-    inputs = wrapper.example_inputs(2, 64, 32, seed=2)
+    inputs = wrapper.example_inputs(2, *TEST_SIZE, seed=2)
     _assert_close_to_scale(_run(tmp_path / "model.onnx", wrapper, inputs), _torch(wrapper, inputs), FP16_RTOL_OF_MAX)
 
 
 def test_dynamic_axes_are_symbolic(tmp_path, tiny_set):
     wrapper = tiny_set.wrapper("unet", "reld")
-    export_component(wrapper, tmp_path / "unet.onnx", example_size=(64, 64))
+    export_component(wrapper, tmp_path / "unet.onnx", example_size=EXAMPLE_SIZE)
     graph = onnx.load(str(tmp_path / "unet.onnx")).graph
     dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.input}
     assert dims == {"latent": ["B", 4, "H_8", "W_8"], "timestep": ["B"]}
 
 
 def test_export_method_writes_every_component_with_its_spec(tmp_path, tiny_set):
-    exported = export_method("ldm-sr", tiny_set, tmp_path, example_size=(64, 64))
+    exported = export_method("ldm-sr", tiny_set, tmp_path, example_size=EXAMPLE_SIZE)
     assert tuple(exported) == components_for("ldm-sr")
     for component, (path, spec) in exported.items():
         assert path == tmp_path / f"{component}.onnx"
@@ -130,6 +148,15 @@ def test_export_method_writes_every_component_with_its_spec(tmp_path, tiny_set):
         assert [i.name for i in graph.input] == [t.name for t in spec.inputs]
         assert [o.name for o in graph.output] == [t.name for t in spec.outputs]
         assert not list(tmp_path.glob("*.data"))  # weights are embedded
+
+
+def test_foreign_onnx_file_has_no_spec(tmp_path):
+    identity = onnx.helper.make_node("Identity", ["x"], ["y"])
+    value = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    output = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([identity], "g", [value], [output])), tmp_path / "f.onnx")
+    with pytest.raises(UserError, match="carries no component spec"):
+        read_spec(tmp_path / "f.onnx")
 
 
 def test_export_errors(tmp_path, tiny_set):

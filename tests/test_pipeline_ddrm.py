@@ -18,7 +18,6 @@ import math
 import pytest
 import torch
 from torch import nn
-
 from trt_restore.operators import make_operator
 from trt_restore.pipelines import Models
 from trt_restore.pipelines.ddrm import DDRM, DDRMConfig

@@ -3,8 +3,9 @@
 import pytest
 import torch
 from diffusers import DDIMScheduler
-from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion_superresolution import LDMSuperResolutionPipeline
-
+from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion_superresolution import (
+    LDMSuperResolutionPipeline,
+)
 from trt_restore import restore
 from trt_restore.api import load_models
 from trt_restore.errors import UserError

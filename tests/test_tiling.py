@@ -1,9 +1,10 @@
 """Overlapping tiles: coverage, seamless blending, and the VJP as the exact adjoint of the tiled decoder."""
 
+from itertools import pairwise
+
 import pytest
 import torch
 from torch import nn
-
 from trt_restore.api import load_models
 from trt_restore.metrics import psnr
 from trt_restore.runtime.tiling import TiledEngine, tile_for, tile_starts
@@ -15,8 +16,8 @@ from trt_restore.specs import ComponentSpec, TensorSpec
 def test_tiles_cover_the_image_with_the_requested_overlap(size, tile, overlap):
     starts = tile_starts(size, tile, overlap)
     assert starts[0] == 0 and starts[-1] + tile >= size
-    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
-    assert all(b > a for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= tile - overlap for a, b in pairwise(starts))
+    assert all(b > a for a, b in pairwise(starts))
 
 
 def local_filter_engine() -> TorchEngine:

@@ -1,0 +1,156 @@
+"""Training of the bundled models: the data pipeline, resumable runs, every trainer and the packaged set."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from trt_restore.data import data_root
+from trt_restore.demo import DEMO_IMAGES
+from trt_restore.errors import UserError
+from trt_restore.export.model_sets import ROLES, load_model_set
+from trt_restore.export.train import train_main
+from trt_restore.export.train_autoencoder import AutoencoderTask
+from trt_restore.export.train_data import SKIMAGE_SAMPLES, CropSampler, load_pool, training_files
+from trt_restore.export.train_diffusion import LatentDiffusionTask
+from trt_restore.export.train_loop import CHECKPOINT, RunOptions, TrainingRun, read_checkpoint
+
+
+@pytest.fixture
+def one_thread():
+    """Train on one thread (the test machine is shared), restoring torch's setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def skimage_pool():
+    return load_pool(["skimage"])
+
+
+def _write_png(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(path)
+
+
+def test_training_files_come_from_the_train_sets_only(tmp_path, monkeypatch):
+    for relative in ("train/CBSD68/a.png", "train/Train400/b.png", "test/Set5/baby.png", "test/BSD68/c.png"):
+        _write_png(tmp_path / relative)
+    monkeypatch.setenv("TRT_RESTORE_DATA", str(tmp_path))
+    files = training_files()
+    assert [path.name for path in files] == ["a.png", "b.png"]
+    assert not any(path.resolve().is_relative_to(tmp_path / "test") for path in files)
+    assert [image.name for image in load_pool(["train400"])] == ["b.png"]
+
+
+def test_a_train_set_that_leads_into_test_is_refused(tmp_path, monkeypatch):
+    _write_png(tmp_path / "test/Set5/baby.png")
+    _write_png(tmp_path / "train/Train400/b.png")
+    (tmp_path / "train").joinpath("CBSD68").symlink_to(tmp_path / "test/Set5")
+    monkeypatch.setenv("TRT_RESTORE_DATA", str(tmp_path))
+    with pytest.raises(UserError, match="never be trained on"):
+        training_files()
+
+
+def test_the_real_training_list_excludes_test_sets():
+    if not (data_root() / "train").is_dir():
+        pytest.skip(f"{data_root() / 'train'} not found; set TRT_RESTORE_DATA to the folder holding train/ and test/")
+    files = training_files()
+    assert files
+    assert all("test" not in path.relative_to(data_root()).parts for path in files)
+
+
+def test_package_samples_hold_out_the_demo_images(skimage_pool):
+    assert not set(SKIMAGE_SAMPLES) & set(DEMO_IMAGES)
+    names = {image.name.removeprefix("skimage.") for image in skimage_pool}
+    assert names == set(SKIMAGE_SAMPLES)
+    assert all(image.pixels.dtype == torch.uint8 and image.pixels.shape[0] == 3 for image in skimage_pool)
+
+
+def test_crops_are_seeded_augmented_patches_in_unit_range(skimage_pool):
+    sampler = CropSampler(skimage_pool, crop=24, min_scale=0.3)
+    first = sampler.batch(6, torch.Generator().manual_seed(3))
+    again = sampler.batch(6, torch.Generator().manual_seed(3))
+    assert first.shape == (6, 3, 24, 24)
+    assert 0 <= first.min() and first.max() <= 1
+    assert torch.equal(first, again)
+    assert not torch.equal(first[0], first[1])
+
+
+def test_unknown_data_source_is_a_user_error():
+    with pytest.raises(UserError, match="choose from: train, cbsd68, train400, skimage, sklearn"):
+        load_pool(["imagenet"])
+    with pytest.raises(UserError, match="either 'train' or the sets"):
+        load_pool(["train", "cbsd68"])
+
+
+def _vae_run(workdir: Path, steps: int) -> TrainingRun:
+    task = AutoencoderTask(["skimage"], arch="tiny", crop=32)
+    return TrainingRun(task, RunOptions(workdir=workdir, steps=steps, batch_size=2, log_every=1), report=lambda line: None)
+
+
+def test_a_run_resumes_from_its_checkpoint(tmp_path, one_thread):
+    first = _vae_run(tmp_path, steps=2)
+    assert not first.resume()
+    first.train()
+    checkpoint = read_checkpoint(tmp_path, "vae")
+    assert checkpoint["step"] == 2
+    assert all(math.isfinite(record["loss"]) for record in checkpoint["history"])
+    assert 0 < checkpoint["network_config"]["scaling_factor"] != 1.0  # the measured latent scale
+
+    second = _vae_run(tmp_path, steps=3)
+    assert second.resume()
+    assert second.step == 2
+    for name, tensor in second.model.state_dict().items():
+        assert torch.equal(tensor, checkpoint["model"][name]), name
+    for name, tensor in second.ema.state_dict().items():
+        assert torch.equal(tensor, checkpoint["ema"][name]), name
+    second.train()
+    assert read_checkpoint(tmp_path, "vae")["step"] == 3
+    assert [record["step"] for record in second.history] == [1, 2, 3]
+
+
+def test_resuming_with_another_architecture_is_refused(tmp_path, one_thread):
+    _vae_run(tmp_path, steps=1).train()
+    other = TrainingRun(AutoencoderTask(["skimage"], arch="small", crop=32), RunOptions(workdir=tmp_path, steps=2))
+    with pytest.raises(UserError, match="another architecture"):
+        other.resume()
+
+
+def test_latent_trainers_need_the_trained_vae(tmp_path):
+    with pytest.raises(UserError, match="train vae"):
+        LatentDiffusionTask(tmp_path, ["skimage"], arch="tiny", crop=32)
+
+
+def test_a_run_needs_a_budget(tmp_path):
+    with pytest.raises(UserError, match="budget"):
+        RunOptions(workdir=tmp_path)
+    assert train_main(["vae", "--workdir", str(tmp_path), "--steps", "0"]) == 2
+
+
+def test_every_trainer_runs_and_the_package_loads_as_float32(tmp_path, one_thread):
+    workdir, out = tmp_path / "work", tmp_path / "models"
+    common = ["--workdir", str(workdir), "--arch", "tiny", "--data", "skimage", "--steps", "1", "--batch-size", "2", "--log-every", "1"]
+    for component in ("vae", "unet", "sr_unet", "pixel_unet", "inn_pixel", "inn_latent"):
+        assert train_main([component, *common, "--crop", "32"]) == 0, component
+        losses = read_checkpoint(workdir, component)["history"]
+        assert math.isfinite(losses[-1]["loss"]), component
+    assert train_main(["package", "--workdir", str(workdir), "--out", str(out)]) == 0
+
+    model_set = load_model_set(out)
+    assert sorted(model_set.networks) == sorted(ROLES)
+    with safe_open(out / "unet" / "diffusion_pytorch_model.safetensors", "pt") as weights:
+        assert {weights.get_tensor(name).dtype for name in weights.keys()} == {torch.float16}
+    assert all(p.dtype == torch.float32 for net in model_set.networks.values() for p in net.parameters())
+    assert model_set.meta["roles"]["vae"]["downsample"] == model_set.meta["roles"]["sr_vae"]["downsample"] == 4
+    cards = (out / "README.md").read_text()
+    assert all(f"## {role}" in cards for role in ROLES)
+    assert (workdir / "vae" / CHECKPOINT).is_file()
