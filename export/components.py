@@ -20,9 +20,10 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from trt_restore.errors import UserError
+from trt_restore.inn_condition import TASK_FAMILIES
 from trt_restore.specs import ComponentSpec, TensorSpec
 
-from .inn import TASK_FAMILIES, WaveletINN
+from .inn import WaveletINN
 
 
 def _dim(symbol: str, divisor: int) -> str:
@@ -47,7 +48,9 @@ def autoencoder_meta(vae: ModelMixin) -> dict:
     elif isinstance(vae, (AutoencoderKL, VQModel)):
         downsample = 2 ** (len(config.block_out_channels) - 1)
     else:
-        raise UserError(f"{type(vae).__name__} is not a supported autoencoder (AutoencoderKL, VQModel, AutoencoderTiny)")
+        raise UserError(
+            f"{type(vae).__name__} is not a supported autoencoder (AutoencoderKL, VQModel, AutoencoderTiny)"
+        )
     return {
         "class": type(vae).__name__,
         "image_channels": config.in_channels,
@@ -74,13 +77,18 @@ class Component(nn.Module):
     fp32_inputs: tuple[str, ...] = ()
     unit_range_inputs: tuple[str, ...] = ()
 
+    def __init__(self):
+        super().__init__()
+        self.train(False)  # an inference graph
+
     def example_inputs(self, batch: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
         """Random inputs for an image of ``height × width``: images uniform in [0, 1],
         timesteps uniform in ``[0, num_train_timesteps)``, everything else standard normal."""
         multiple = self.spec.multiple
         if height % multiple or width % multiple:
             raise UserError(
-                f"{self.spec.name} needs an image size divisible by {multiple}, got {height}x{width}; pad or crop the image"
+                f"{self.spec.name} needs an image size divisible by {multiple}, got {height}x{width}; "
+                "pad or crop the image"
             )
         generator = torch.Generator().manual_seed(seed)
         sizes = {"B": batch, "H": height, "W": width}
@@ -254,7 +262,9 @@ class _INNComponent(Component):
         coarse = TensorSpec("coarse", _planes(channels, coarse_factor))
         detail = TensorSpec("detail", _planes(inn.detail_channels, coarse_factor))
         cond = TensorSpec("cond", ("B", inn.config.cond_dim))
-        inputs, outputs = ((signal, cond), (coarse, detail)) if direction == "forward" else ((coarse, detail, cond), (signal,))
+        inputs, outputs = (
+            ((signal, cond), (coarse, detail)) if direction == "forward" else ((coarse, detail, cond), (signal,))
+        )
         meta = {
             "space": space,
             "levels": inn.config.levels,

@@ -9,22 +9,36 @@ file must be parsed from its path (TensorRT's ``parse_from_file``).
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
 import onnx_graphsurgeon as gs
+import onnxruntime
 
 from trt_restore.errors import UserError
 from trt_restore.specs import ComponentSpec
 
 PROTOBUF_LIMIT = 2**31 - 1
 SPEC_METADATA_KEY = "trt_restore.spec"
+ONNXRUNTIME_DEFAULT_SEVERITY = 2  # warnings and errors
+
+
+@contextmanager
+def _quiet_onnxruntime():
+    """onnxruntime's optimiser warns about the partial shape subgraphs constant folding hands it."""
+    onnxruntime.set_default_logger_severity(3)
+    try:
+        yield
+    finally:
+        onnxruntime.set_default_logger_severity(ONNXRUNTIME_DEFAULT_SEVERITY)
 
 
 def clean(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold constants (shape arithmetic included where shapes are static), drop dead nodes, sort."""
     graph = gs.import_onnx(model)
-    graph.fold_constants().cleanup().toposort()
+    with _quiet_onnxruntime():
+        graph.fold_constants().cleanup().toposort()
     cleaned = gs.export_onnx(graph)
     cleaned.ir_version = model.ir_version
     del cleaned.opset_import[:]

@@ -40,24 +40,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from trt_restore.errors import UserError
-
-TASK_FAMILIES = ("denoise", "sr", "deblur", "inpaint", "colorize")
-COND_DIM = len(TASK_FAMILIES) + 1
-
-
-def degradation_embedding(task: str, sigma: float, batch: int = 1) -> torch.Tensor:
-    """The INN's condition ``e``, shape ``(batch, COND_DIM)``: one-hot of the task family, then σ.
-
-    The family is the task name's prefix (``"sr4-bicubic"`` → ``sr``); σ is the
-    observation noise on the [0, 1] image scale.
-    """
-    family = next((f for f in TASK_FAMILIES if task.startswith(f)), None)
-    if family is None:
-        raise UserError(f"no INN condition for task '{task}'; known task families: {', '.join(TASK_FAMILIES)}")
-    row = torch.zeros(COND_DIM)
-    row[TASK_FAMILIES.index(family)] = 1.0
-    row[-1] = float(sigma)
-    return row.expand(batch, COND_DIM).clone()
+from trt_restore.inn_condition import COND_DIM
 
 
 def polyphase(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -154,7 +137,7 @@ class WaveletINN(ModelMixin, ConfigMixin):
     @property
     def factor(self) -> int:
         """Downsampling factor ``2^L`` between ``x`` and ``coarse``."""
-        return 2 ** self.config.levels
+        return 2**self.config.levels
 
     @property
     def detail_channels(self) -> int:
@@ -168,13 +151,16 @@ class WaveletINN(ModelMixin, ConfigMixin):
 
     def _check_condition(self, batch: int, cond: torch.Tensor) -> None:
         if tuple(cond.shape) != (batch, self.config.cond_dim):
-            raise UserError(f"the INN condition must have shape ({batch}, {self.config.cond_dim}), got {tuple(cond.shape)}")
+            raise UserError(
+                f"the INN condition must have shape ({batch}, {self.config.cond_dim}), got {tuple(cond.shape)}"
+            )
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x (B, C, H, W) → (coarse (B, C, H/2^L, W/2^L), detail (B, C·(4^L − 1), H/2^L, W/2^L))``."""
         if x.shape[1] != self.config.channels or x.shape[-1] % self.factor or x.shape[-2] % self.factor:
             raise UserError(
-                f"the INN needs {self.config.channels} channels and a size divisible by {self.factor}, got shape {tuple(x.shape)}"
+                f"the INN needs {self.config.channels} channels and a size divisible by {self.factor}, "
+                f"got shape {tuple(x.shape)}"
             )
         self._check_condition(x.shape[0], cond)
         coarse, details = x, []
@@ -193,7 +179,8 @@ class WaveletINN(ModelMixin, ConfigMixin):
         expected = (coarse.shape[0], self.detail_channels, *coarse.shape[-2:])
         if coarse.shape[1] != channels or tuple(detail.shape) != expected:
             raise UserError(
-                f"the INN inverse needs coarse with {channels} channels and detail of shape {expected}, got {tuple(coarse.shape)} and {tuple(detail.shape)}"
+                f"the INN inverse needs coarse with {channels} channels and detail of shape {expected}, "
+                f"got {tuple(coarse.shape)} and {tuple(detail.shape)}"
             )
         self._check_condition(coarse.shape[0], cond)
         parts = detail.split(self._level_channels(), dim=1)

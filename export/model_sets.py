@@ -104,7 +104,11 @@ class ModelSet:
             elif role in UNET_ROLES:
                 roles[role] = {"class": type(net).__name__, "scheduler": self.schedulers[role]}
             else:
-                roles[role] = {"class": type(net).__name__, "channels": net.config.channels, "levels": net.config.levels}
+                roles[role] = {
+                    "class": type(net).__name__,
+                    "channels": net.config.channels,
+                    "levels": net.config.levels,
+                }
         return {"name": self.name, "roles": roles}
 
     def _downsample(self, vae_role: str) -> int:
@@ -131,7 +135,9 @@ class ModelSet:
         if component == "unet":
             return Denoiser(self.network("unet"), self.schedulers["unet"], downsample=self._downsample("vae"))
         if component == "sr_unet":
-            return SRDenoiser(self.network("sr_unet"), self.schedulers["sr_unet"], downsample=self._downsample("sr_vae"))
+            return SRDenoiser(
+                self.network("sr_unet"), self.schedulers["sr_unet"], downsample=self._downsample("sr_vae")
+            )
         if component == "pixel_unet":
             return Denoiser(self.network("pixel_unet"), self.schedulers["pixel_unet"], component="pixel_unet")
         inn_class = INNForward if component == "inn_forward" else INNInverse
@@ -151,7 +157,7 @@ class ModelSet:
         return folder
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "ModelSet":
+    def from_folder(cls, folder: str | Path) -> ModelSet:
         """Read a folder written by :meth:`save_pretrained`."""
         folder = Path(folder)
         manifest = read_json(folder / MANIFEST)
@@ -230,5 +236,6 @@ def load_model_set(name: str | Path) -> ModelSet:
     if (folder / "model_index.json").is_file():
         return _public_pipeline_set(folder)
     raise UserError(
-        f"{folder} is not a model set: expected {MANIFEST} (a saved model set) or model_index.json (a diffusers pipeline)"
+        f"{folder} is not a model set: expected {MANIFEST} (a saved model set) "
+        "or model_index.json (a diffusers pipeline)"
     )

@@ -122,9 +122,7 @@ def load_network(folder: Path, classes: dict[str, type[ModelMixin]] = NETWORK_CL
     config = read_json(config_path)
     class_name = config.get("_class_name")
     if class_name not in classes:
-        raise UserError(
-            f"{config_path} describes a '{class_name}'; expected one of: {', '.join(classes)}"
-        )
+        raise UserError(f"{config_path} describes a '{class_name}'; expected one of: {', '.join(classes)}")
     try:
         model = classes[class_name].from_config(config)
     except (TypeError, ValueError) as error:
@@ -142,7 +140,8 @@ def scheduler_meta(config: dict, source: Path | str = "scheduler config") -> dic
     meta = {key: config.get(key, default) for key, default in SCHEDULER_DEFAULTS.items()}
     if meta["prediction_type"] not in PREDICTION_TYPES:
         raise UserError(
-            f"{source}: prediction_type '{meta['prediction_type']}' is not supported; use one of {', '.join(PREDICTION_TYPES)}"
+            f"{source}: prediction_type '{meta['prediction_type']}' is not supported; "
+            f"use one of {', '.join(PREDICTION_TYPES)}"
         )
     if config.get("trained_betas") is not None:
         meta["trained_betas"] = [float(b) for b in config["trained_betas"]]

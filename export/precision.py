@@ -6,7 +6,8 @@ Kept in fp32 (inputs cast up, outputs cast back):
   precision in fp16, the classic NaN source;
 - the VQ quantiser: the nearest-code search is a distance comparison, and a code flipped
   by rounding changes the decoded image far more than rounding the code itself;
-- attention scores and softmax (diffusers' ``upcast_attention`` / ``upcast_softmax``);
+- attention scores and softmax (diffusers' ``upcast_attention`` / ``upcast_softmax``, which
+  only the plain ``AttnProcessor`` honours, so attention is switched to it);
 - the timestep embedding: timesteps stay float32 at the boundary and diffusers computes
   the sinusoidal embedding in float32 before casting to the model dtype.
 
@@ -84,7 +85,6 @@ class HalfPrecision(Component):
         self.unit_range_inputs = component.unit_range_inputs
 
     def forward(self, *inputs: torch.Tensor):
-        cast = [
-            x if spec.name in self.fp32_inputs else x.to(torch.float16) for spec, x in zip(self.spec.inputs, inputs)
-        ]
+        names = [spec.name for spec in self.spec.inputs]
+        cast = [x if name in self.fp32_inputs else x.to(torch.float16) for name, x in zip(names, inputs, strict=True)]
         return _cast(self.inner(*cast), torch.float32)

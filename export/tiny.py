@@ -89,7 +89,7 @@ def _tiny_unet2d(in_channels: int, out_channels: int, seed: int) -> UNet2DModel:
         lambda: UNet2DModel(
             in_channels=in_channels,
             out_channels=out_channels,
-            block_out_channels=(32, 32, 64),
+            block_out_channels=(16, 32, 32),
             down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
             layers_per_block=1,
@@ -105,7 +105,7 @@ def tiny_unet(in_ch: int = 4, out_ch: int = 4, seed: int = 0) -> UNet2DModel:
 
 
 def tiny_sr_unet(latent_channels: int = 3, image_channels: int = 3, seed: int = 0) -> UNet2DModel:
-    """An LDM-SR UNet on ``concat(latent, LR image)``: ``latent_channels + image_channels`` in, ``latent_channels`` out."""
+    """An LDM-SR UNet on ``concat(latent, LR image)``: latent plus image channels in, latent channels out."""
     return _tiny_unet2d(latent_channels + image_channels, latent_channels, seed)
 
 

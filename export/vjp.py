@@ -66,7 +66,9 @@ def _upsample_nearest2d_backward(grad_output, output_size, input_size, scales_h=
     ``AveragePool(kh × kw) · kh·kw``."""
     kh, kw = output_size[0] // input_size[2], output_size[1] // input_size[3]
     if kh * input_size[2] != output_size[0] or kw * input_size[3] != output_size[1]:
-        raise UserError(f"the decoder VJP export needs integer upsampling factors, got {input_size[2:]} -> {output_size}")
+        raise UserError(
+            f"the decoder VJP export needs integer upsampling factors, got {input_size[2:]} -> {output_size}"
+        )
     pooled = op.AveragePool(grad_output, kernel_shape=[kh, kw], strides=[kh, kw])
     return op.Mul(pooled, op.CastLike(op.Constant(value_float=float(kh * kw)), pooled))
 

@@ -85,6 +85,8 @@ class OnnxRuntimeEngine(Engine):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_mem_pattern = True
+        # Idle onnxruntime threads would otherwise spin and starve torch work in the same process.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is not None:
             options.intra_op_num_threads = threads
         chain = PROVIDER_CHAINS[kind]

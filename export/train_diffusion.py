@@ -1,0 +1,196 @@
+"""Training of the three denoising UNets: ``unet`` (latent), ``sr_unet`` (LDM-SR) and ``pixel_unet`` (DDRM).
+
+All three are ε-prediction DDPMs. With ``x₀`` a clean sample, ``t ~ U{0, …, T−1}`` and
+``ε ~ N(0, I)``:
+
+    x_t = √ᾱ_t x₀ + √(1 − ᾱ_t) ε,    L = mean ‖ε_θ([x_t, c], t) − ε‖²
+
+where ``c`` is empty except for the SR UNet, conditioned by concatenation on
+``c = 2y − 1``, the low-resolution observation ``y = A x + σ n`` (box or bicubic
+downsampling by the autoencoder's factor, ``σ ~ U[0, σ_max]``, clamped to [0, 1]) at the
+latent's size. ``x₀`` is the scaled latent ``E(x)`` of a crop for the latent UNets and the
+crop in the DDPM range ``2x − 1`` for the pixel UNet. The noise schedules are those of
+the public models each role stands in for (``model_sets``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+
+from trt_restore.errors import UserError
+from trt_restore.operators import Degradation, make_operator
+from trt_restore.pipelines.schedule import NoiseSchedule
+
+from .components import Encoder, autoencoder_meta
+from .model_sets import DDPM_SCHEDULE, LDM_SR_SCHEDULE, SD_SCHEDULE
+from .tiny import tiny_pixel_unet, tiny_sr_unet, tiny_unet
+from .train_data import CropSampler, describe_pool, load_pool
+from .train_loop import trained_network
+
+SR_SIGMA_MAX = 0.05
+BANK_SIZE = 2048  # encoded crops the latent UNets draw from
+
+
+LATENT_CHANNELS = (64, 96, 128)
+PIXEL_CHANNELS = (32, 64, 128)  # narrower at full resolution, where the pixel UNet spends its time
+
+
+def small_unet(in_channels: int, out_channels: int, widths: tuple[int, int, int], attention: bool) -> UNet2DModel:
+    """Three resolutions of ``widths`` channels, one ResNet layer each, attention at the middle one if asked."""
+    middle = "Attn{}Block2D" if attention else "{}Block2D"
+    return UNet2DModel(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        block_out_channels=widths,
+        down_block_types=("DownBlock2D", middle.format("Down"), "DownBlock2D"),
+        up_block_types=("UpBlock2D", middle.format("Up"), "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=32,
+        attention_head_dim=32,
+    )
+
+
+class LatentBank:
+    """A fixed set of augmented crops (uint8) and their scaled latents ``E(x)``, drawn from in batches."""
+
+    def __init__(self, images: torch.Tensor, latents: torch.Tensor):
+        self.images, self.latents = images, latents
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, encoder: Encoder, sampler: CropSampler, count: int, generator: torch.Generator, device: torch.device):
+        encoder = encoder.to(device)
+        images, latents = [], []
+        for start in range(0, count, 32):
+            crops = sampler.batch(min(32, count - start), generator)
+            images.append((crops * 255).round().to(torch.uint8).to(device))
+            latents.append(encoder(images[-1].float() / 255))
+        return cls(torch.cat(images), torch.cat(latents))
+
+    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``size`` random entries: images in [0, 1] and their latents."""
+        index = torch.randint(len(self.latents), (size,), generator=generator).to(self.latents.device)
+        return self.images[index].float() / 255, self.latents[index]
+
+
+class DiffusionTask:
+    """ε-prediction training of a ``UNet2DModel`` (module docstring); subclasses give x₀ and c."""
+
+    name: str
+    schedule_meta: dict
+
+    def __init__(self, sources: list[str], arch: str, crop: int, min_scale: float = 0.5):
+        self.sources, self.arch, self.crop, self.min_scale = sources, arch, crop, min_scale
+        self.device = torch.device("cpu")
+        self.alphas_cumprod = NoiseSchedule.from_config(self.schedule_meta).alphas_cumprod.float()
+        self.data = ""
+
+    def prepare(self, device: torch.device, generator: torch.Generator) -> None:
+        self.device = device
+        pool = load_pool(self.sources)
+        self.data = describe_pool(pool, self.sources)
+        self.sampler = CropSampler(pool, self.crop, self.min_scale)
+        self.alphas_cumprod = self.alphas_cumprod.to(device)
+
+    def clean_batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(x₀, c)``: clean samples and the conditioning channels (or None)."""
+        raise NotImplementedError
+
+    def loss(self, model: UNet2DModel, batch_size: int, generator: torch.Generator):
+        x0, condition = self.clean_batch(batch_size, generator)
+        steps = torch.randint(len(self.alphas_cumprod), (batch_size,), generator=generator).to(self.device)
+        noise = torch.randn(x0.shape, generator=generator).to(self.device)
+        alpha = self.alphas_cumprod[steps].view(-1, 1, 1, 1)
+        noisy = alpha.sqrt() * x0 + (1 - alpha).sqrt() * noise
+        inputs = noisy if condition is None else torch.cat((noisy, condition), dim=1)
+        loss = F.mse_loss(model(inputs, steps.float()).sample, noise)
+        return loss, {}
+
+    def finalize(self, network: UNet2DModel, generator: torch.Generator) -> None:
+        """Nothing to adjust: the schedule travels with the model set."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"data": self.data, "crop": self.crop, "min_scale": self.min_scale, "schedule": self.schedule_meta}
+
+
+class PixelDiffusionTask(DiffusionTask):
+    """``pixel_unet``: a DDPM on crops in [−1, 1] (DDPM's linear schedule)."""
+
+    name = "pixel_unet"
+    schedule_meta = DDPM_SCHEDULE
+
+    def build_model(self) -> UNet2DModel:
+        return small_unet(3, 3, PIXEL_CHANNELS, attention=False) if self.arch == "small" else tiny_pixel_unet(3, seed=4)
+
+    def clean_batch(self, size, generator):
+        return 2 * self.sampler.batch(size, generator).to(self.device) - 1, None
+
+
+class _LatentTask(DiffusionTask):
+    """Shared by the latent UNets: a bank of crops encoded by the trained ``vae``."""
+
+    def __init__(self, workdir: Path, sources: list[str], arch: str, crop: int, bank_size: int = BANK_SIZE, min_scale: float = 0.5):
+        self.vae = trained_network(workdir, "vae")
+        meta = autoencoder_meta(self.vae)
+        self.latent_channels, self.factor = meta["latent_channels"], meta["downsample"]
+        if crop % self.factor:
+            raise UserError(f"--crop must be a multiple of the autoencoder's factor {self.factor}, got {crop}")
+        self.bank_size = bank_size
+        super().__init__(sources, arch, crop, min_scale)
+
+    def prepare(self, device, generator):
+        super().prepare(device, generator)
+        self.bank = LatentBank.build(Encoder(self.vae), self.sampler, self.bank_size, generator, device)
+
+    def describe(self):
+        return {**super().describe(), "bank": self.bank_size, "latent_size": self.crop // self.factor}
+
+
+class LatentDiffusionTask(_LatentTask):
+    """``unet``: a DDPM on the scaled latents of the ``vae`` (Stable Diffusion's schedule)."""
+
+    name = "unet"
+    schedule_meta = SD_SCHEDULE
+
+    def build_model(self) -> UNet2DModel:
+        c = self.latent_channels
+        return small_unet(c, c, LATENT_CHANNELS, attention=True) if self.arch == "small" else tiny_unet(c, c, seed=1)
+
+    def clean_batch(self, size, generator):
+        return self.bank.batch(size, generator)[1], None
+
+
+class SRDiffusionTask(_LatentTask):
+    """``sr_unet``: LDM-SR on ``concat(z_t, 2y − 1)`` with ``y`` the crop downsampled by the VAE's factor."""
+
+    name = "sr_unet"
+    schedule_meta = LDM_SR_SCHEDULE
+
+    def build_model(self) -> UNet2DModel:
+        c = self.latent_channels
+        return small_unet(c + 3, c, LATENT_CHANNELS, attention=True) if self.arch == "small" else tiny_sr_unet(c, seed=3)
+
+    def prepare(self, device, generator):
+        super().prepare(device, generator)
+        size = (self.crop, self.crop)
+        self.operators = [make_operator(task, size=size, channels=3) for task in self.tasks]
+
+    @property
+    def tasks(self) -> tuple[str, str]:
+        return (f"sr{self.factor}", f"sr{self.factor}-bicubic")
+
+    def clean_batch(self, size, generator):
+        images, latents = self.bank.batch(size, generator)
+        operator = self.operators[int(torch.randint(len(self.operators), (), generator=generator))]
+        sigma = SR_SIGMA_MAX * float(torch.rand((), generator=generator))
+        seed = int(torch.randint(2**31, (), generator=generator))
+        low_res = Degradation(operator, sigma).observe(images, seed).clamp(0, 1)
+        return latents, 2 * low_res - 1
+
+    def describe(self):
+        return {**super().describe(), "observations": f"{' / '.join(self.tasks)}, sigma ~ U[0, {SR_SIGMA_MAX}]"}
