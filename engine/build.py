@@ -26,8 +26,9 @@ from .files import atomic_output
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "fp32")
-RTX_DEFAULT_TARGETS = ("8.0+",)
-"""What a TensorRT-RTX engine runs on when no target is set: compute capability 8.0 and later."""
+RTX_DEFAULT_TARGETS = ("8.0", "8.6", "8.9", "12.0")
+"""TensorRT-RTX targets when none are asked for: Ampere, Ada and Blackwell RTX GPUs. Targets are
+always set explicitly: a portable build (no target) runs out of memory on UNets in TensorRT-RTX 1.7."""
 _MAX_PARSER_ERRORS = 3
 
 
@@ -48,8 +49,7 @@ def build_targets(flavour: str, requested: Sequence[str] | None = None) -> list[
     ``tensorrt``: the current GPU's, the only one it can build for.
     """
     if flavour == "tensorrt_rtx":
-        if not requested or list(requested) == list(RTX_DEFAULT_TARGETS):
-            return list(RTX_DEFAULT_TARGETS)
+        requested = list(requested or RTX_DEFAULT_TARGETS)
         trt, _, _ = load_trt(flavour)
         for target in requested:
             _rtx_capability(trt, target)
@@ -166,7 +166,7 @@ def build_engine(
     config = builder.create_builder_config()
     if workspace is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
-    if flavour == "tensorrt_rtx" and targets != list(RTX_DEFAULT_TARGETS):
+    if flavour == "tensorrt_rtx":
         config.num_compute_capabilities = len(targets)
         for index, target in enumerate(targets):
             config.set_compute_capability(_rtx_capability(trt, target), index)

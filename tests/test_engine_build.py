@@ -39,7 +39,7 @@ def test_build_with_several_profiles_and_explicit_targets():
 def test_build_targets():
     from trt_restore.engine.build import RTX_DEFAULT_TARGETS, build_targets
 
-    assert build_targets("tensorrt_rtx") == list(RTX_DEFAULT_TARGETS) == ["8.0+"]
+    assert build_targets("tensorrt_rtx") == list(RTX_DEFAULT_TARGETS) == ["8.0", "8.6", "8.9", "12.0"]
     assert build_targets("tensorrt_rtx", ["7.5", "8.9"]) == ["7.5", "8.9"]
     with pytest.raises(UserError, match=r"unknown compute capability '9.9'; TensorRT-RTX builds for: 7.5, 8.0, 8.6"):
         build_targets("tensorrt_rtx", ["9.9"])

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .methods import METHODS, components_for
+from .methods import DEFAULT_METHOD, METHODS, components_for
 from .operators import Operator, make_operator
 from .operators.padded import PaddedOperator
 from .pipelines import Models, Pipeline, pipeline_class
@@ -53,7 +53,7 @@ def load_models(
         raise UserError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
     if engine is not None:
         return _models_from_bundle(method, engine, backend, device, threads, tile)
-    method = method or "reld"
+    method = method or DEFAULT_METHOD
     components_for(method)
     if backend == "tensorrt":
         raise UserError(
@@ -206,7 +206,7 @@ def restore(
             method, engine=engine, model_set=model_set, backend=backend, device=device, adapt=wants_adapt,
             image_size=size, scale=scale, tile=tile,
         )
-    method = method or "reld"
+    method = method or DEFAULT_METHOD
     pipeline = _pipeline(method, models, config)
     channels = 3 if task == "colorize" else y.shape[1]
     gray_to_rgb = channels == 1 and _model_channels(models) == 3

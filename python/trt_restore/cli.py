@@ -8,28 +8,47 @@ anywhere below a handler is printed as one ``error: ...`` line with exit status 
 
 ``trt-restore --engine X.plan in.png -o out.png`` is shorthand for
 ``trt-restore restore --engine X.plan in.png -o out.png``.
+
+Exit status: 0 success, 1 some inputs of a batch failed (each is reported), 2 a usage
+or user error, 3 ``info`` on a bundle that this machine cannot run, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
+import itertools
 import logging
 import math
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+import typing
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import UserError
+from .methods import DEFAULT_METHOD, METHODS
+
+if TYPE_CHECKING:
+    import torch
+
+    from .io import Image
+    from .pipelines import Models
+    from .pipelines.base import StepCallback
 
 log = logging.getLogger(__name__)
 
 GLOBAL_FLAGS = ("-v", "--verbose", "--debug")
 SHORTHAND_COMMAND = "restore"
 SHORTHAND_TRIGGER = "--engine"
+EXIT_SOME_FAILED = 1
+EXIT_CANNOT_RUN = 3
 EXIT_INTERRUPTED = 130
 
 ParamValue = int | float | str | tuple[int | float | str, ...]
@@ -83,14 +102,47 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_flags(parser, default=False)
     after_command = argparse.ArgumentParser(add_help=False)
     _add_global_flags(after_command, default=argparse.SUPPRESS)  # absent: keep the top-level value
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for command in SUBCOMMANDS:
         sub = subparsers.add_parser(
-            command.name, help=command.summary, description=command.summary, parents=[after_command]
+            command.name,
+            help=command.summary,
+            description=command.summary,
+            parents=[after_command],
+            allow_abbrev=False,  # flags generated from the methods' settings must not shadow each other's prefixes
         )
         command.add_arguments(sub)
         sub.set_defaults(run=command.run)
     return parser
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that can declare some arguments on first use (parsing or help).
+
+    Arguments generated from heavy modules (the methods' settings come from the
+    pipelines, which import torch) are declared through :meth:`defer`, so that building
+    the whole command line stays fast.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._deferred: list[Callable[[argparse.ArgumentParser], None]] = []
+
+    def defer(self, add_arguments: Callable[[argparse.ArgumentParser], None]) -> None:
+        """Call ``add_arguments(self)`` just before this parser is first used."""
+        self._deferred.append(add_arguments)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._declare_deferred()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._declare_deferred()
+        return super().format_help()
+
+    def _declare_deferred(self) -> None:
+        while self._deferred:
+            self._deferred.pop(0)(self)
 
 
 def expand_shorthand(argv: Sequence[str], commands: Sequence[str]) -> list[str]:
@@ -145,6 +197,17 @@ def task_parameter(text: str) -> tuple[str, ParamValue]:
         raise argparse.ArgumentTypeError(f"expected key=value (e.g. kernel_sigma=1.6), got {text!r}")
     items = tuple(_scalar(item) for item in value.split(","))
     return key, items if len(items) > 1 else items[0]
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _scalar(text: str) -> int | float | str:
@@ -220,9 +283,647 @@ def run_degrade(args: argparse.Namespace) -> int:
     return 0
 
 
+# restore ---------------------------------------------------------------------------------
+
+DEFAULT_TASK_KEY = "default_task"
+"""The key of a bundle's model-set metadata that names the task ``restore`` runs when ``--task`` is left out."""
+COLORIZE = "colorize"
+SETTING_PREFIX = "setting_"
+"""Namespace prefix of the method-setting flags, so that they cannot collide with ``restore``'s own."""
+INTERMEDIATE_NAME = "{stem}_step{step:03d}.png"
+MODEL_SET_HELP = "networks to {purpose}: tiny, bundled (default: the models shipped with trt-restore) or a folder"
+
+
+@dataclass
+class MethodSetting:
+    """The flag for one hyperparameter name, shared by every method whose ``Config`` has a field of that name."""
+
+    name: str
+    kind: type
+    per_method: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    """Method name to the field's (help text, default)."""
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return SETTING_PREFIX + self.name
+
+    def help(self) -> str:
+        """Each method's help text and default; methods that agree share one entry."""
+        methods_by_text: dict[tuple[str, Any], list[str]] = {}
+        for method, described in self.per_method.items():
+            methods_by_text.setdefault(described, []).append(method)
+        entries = [
+            f"{', '.join(methods)}: {text} (default {default})" for (text, default), methods in methods_by_text.items()
+        ]
+        return "; ".join(entries).replace("%", "%%")
+
+
+@functools.cache
+def method_settings() -> dict[str, MethodSetting]:
+    """One :class:`MethodSetting` per field name of the pipelines' ``Config`` dataclasses, in declaration order."""
+    from .pipelines import PIPELINES
+    from .pipelines.base import config_fields
+
+    settings: dict[str, MethodSetting] = {}
+    for method, pipeline in PIPELINES.items():
+        types = typing.get_type_hints(pipeline.Config)
+        for config_field in config_fields(pipeline.Config):
+            kind = types[config_field.name]
+            setting = settings.setdefault(config_field.name, MethodSetting(config_field.name, kind))
+            if setting.kind is not kind:
+                raise TypeError(
+                    f"setting '{config_field.name}' is a {setting.kind.__name__} for {', '.join(setting.per_method)} "
+                    f"but a {kind.__name__} for {method}; one flag cannot parse both"
+                )
+            setting.per_method[method] = (config_field.metadata.get("help", ""), config_field.default)
+    return settings
+
+
+def add_method_settings(parser: argparse.ArgumentParser) -> None:
+    """One flag per method setting; booleans are switches. Default None: the chosen method's own value."""
+    group = parser.add_argument_group(
+        "method settings",
+        "each flag sets the setting of that name of the chosen method; left out, the method's default",
+    )
+    for setting in method_settings().values():
+        if setting.kind is bool:
+            group.add_argument(
+                setting.option, dest=setting.dest, action="store_true", default=None, help=setting.help()
+            )
+        else:
+            group.add_argument(
+                setting.option,
+                dest=setting.dest,
+                type=setting.kind,
+                metavar=setting.kind.__name__.upper(),
+                help=setting.help(),
+            )
+
+
+def chosen_settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The method settings given on the command line; one that ``method`` does not have is an error."""
+    chosen = {}
+    for name, setting in method_settings().items():
+        value = getattr(args, setting.dest)
+        if value is None:
+            continue
+        if method not in setting.per_method:
+            raise UserError(
+                f"{setting.option} is a setting of {', '.join(setting.per_method)}, not of {method}; "
+                "drop it or choose one of those methods with --method"
+            )
+        chosen[name] = value
+    return chosen
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What ``restore`` does to every image: the method, the task and their settings."""
+
+    method: str
+    task: str
+    sigma: float
+    seed: int
+    settings: Mapping[str, Any]
+    task_params: Mapping[str, ParamValue]
+
+    @property
+    def scale(self) -> int:
+        from .api import sr_factor
+
+        return sr_factor(self.task)
+
+    def output_size(self, image: Image) -> tuple[int, int]:
+        """(H, W) of the restored image: the input's, times the SR factor."""
+        return image.data.shape[1] * self.scale, image.data.shape[2] * self.scale
+
+    def observation(self, image: Image) -> torch.Tensor:
+        """The image as the observation y: for colorisation its gray, the channel mean (the operator's A); else as read."""
+        if self.task == COLORIZE and image.data.shape[0] > 1:
+            return image.data.mean(dim=0, keepdim=True)
+        return image.data
+
+    def run(self, image: Image, models: Models, callback: StepCallback) -> torch.Tensor:
+        """The restored image (C, H', W') in [0, 1]."""
+        from .api import restore
+
+        return restore(
+            self.observation(image),
+            method=self.method,
+            task=self.task,
+            sigma=self.sigma,
+            seed=self.seed,
+            config=dict(self.settings),
+            task_params=dict(self.task_params),
+            callback=callback,
+            models=models,
+        )
+
+    def check(self, image: Image) -> None:
+        """Refuse, before any image is restored, an unknown task, a bad task parameter or a method that cannot solve the task."""
+        from .operators import make_operator
+        from .pipelines import pipeline_class
+
+        channels = 3 if self.task == COLORIZE else image.data.shape[0]
+        operator = make_operator(self.task, size=self.output_size(image), channels=channels, **self.task_params)
+        pipeline_class(self.method).check_task(operator)
+
+
+def restore_request(args: argparse.Namespace) -> RestoreRequest:
+    """The request from the flags; with ``--engine`` the bundle supplies the method and may supply the task."""
+    method, task = args.method, args.task
+    if args.engine is not None:
+        from .runtime.bundle import Bundle
+
+        bundle = Bundle.open(args.engine)
+        method = method or bundle.method
+        task = task or bundle.meta.get(DEFAULT_TASK_KEY)
+    if task is None:
+        recorded = f"; {args.engine.name} records no default task" if args.engine is not None else ""
+        raise UserError(f"--task is required (e.g. --task sr4 or --task denoise){recorded}")
+    method = method or DEFAULT_METHOD
+    settings = chosen_settings(args, method)
+    return RestoreRequest(method, task, args.sigma, args.seed, settings, _task_parameters(args.param))
+
+
+def model_set_name(args: argparse.Namespace) -> str:
+    """``--model-set``, or the API's default."""
+    from .api import DEFAULT_MODEL_SET
+
+    return args.model_set or DEFAULT_MODEL_SET
+
+
+def collect_inputs(specs: Sequence[str]) -> list[Path]:
+    """The image files named by each INPUT (a file, a folder or a glob), each once, in the given order."""
+    from .io import list_inputs
+
+    found: dict[Path, Path] = {}
+    for spec in specs:
+        for path in list_inputs(spec):
+            found.setdefault(path.resolve(), path)
+    return list(found.values())
+
+
+def plan_outputs(inputs: Sequence[Path], output: Path) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: ``output`` itself for a single input when it names an image file, else
+    ``output/<input stem>.png``. Two inputs onto one output, or an output onto its input, are refused."""
+    from .io import OUTPUT_FORMATS
+
+    names_file = output.suffix.lower() in OUTPUT_FORMATS and not output.is_dir()
+    if names_file and len(inputs) > 1:
+        raise UserError(
+            f"{len(inputs)} inputs need an output folder, but {output} names an image file; give a folder with -o"
+        )
+    if names_file and not output.parent.is_dir():
+        raise UserError(
+            f"cannot write {output}: folder {output.parent} does not exist; create it or choose another output path"
+        )
+    if not names_file and output.exists() and not output.is_dir():
+        raise UserError(f"output {output} is a file, not a folder; give a folder or an image file name with -o")
+    pairs = [(inputs[0], output)] if names_file else [(source, output / f"{source.stem}.png") for source in inputs]
+    targets: dict[Path, Path] = {}
+    for source, target in pairs:
+        key = target.resolve()
+        if key == source.resolve():
+            raise UserError(f"restoring {source} would overwrite it; choose another output with -o")
+        if key in targets:
+            raise UserError(
+                f"{targets[key]} and {source} would both be written to {target}; restore them into separate folders"
+            )
+        targets[key] = source
+    return pairs
+
+
+class EngineCache:
+    """The method's engines, loaded once and reused for every image.
+
+    Graphs with static shapes (the decoder VJP) are exported for one padded canvas, so
+    engines made from a model set with such graphs on a backend other than torch are
+    loaded again when an image needs another canvas. The trainable networks (the INN that
+    ``--adapt`` fine-tunes) are reset to their loaded weights for every image, so that no
+    result depends on the images before it.
+    """
+
+    def __init__(self, load: Callable[[tuple[int, int]], tuple[str, Models]], scale: int, reloadable: bool):
+        self._load = load
+        self._scale = scale
+        self._reloadable = reloadable
+        self._models: Models | None = None
+        self._canvas: tuple[int, int] | None = None
+        self._per_canvas = False
+        self._loaded_weights: dict[str, dict] = {}
+
+    def get(self, size: tuple[int, int]) -> Models:
+        """The engines for a restored image of ``size`` (H, W), ready for a new image."""
+        if self._models is None or (self._per_canvas and self._canvas_for(size) != self._canvas):
+            with stage(f"load engines for {size[0]}x{size[1]}" if self._models else "load engines"):
+                _, self._models = self._load(size)
+            engines = self._models.engines.values()
+            self._per_canvas = self._reloadable and any(
+                engine.backend != "torch" and engine.spec.meta.get("static_shapes") for engine in engines
+            )
+            self._canvas = self._canvas_for(size)
+            self._loaded_weights = {
+                name: copy.deepcopy(network.state_dict()) for name, network in self._models.trainable.items()
+            }
+        for name, network in self._models.trainable.items():
+            network.load_state_dict(self._loaded_weights[name])
+        self._models.timings.clear()
+        return self._models
+
+    def _canvas_for(self, size: tuple[int, int]) -> tuple[int, int]:
+        from .api import padded_size, size_multiple
+
+        return padded_size(size, math.lcm(size_multiple(self._models), self._scale))
+
+
+class BatchReport:
+    """The progress bar over the images, and the inputs that failed (each reported on stderr as it fails).
+
+    A context manager: leaving it closes the bar and, if any input failed, prints a summary.
+    """
+
+    def __init__(self, total: int, show: bool):
+        from tqdm import tqdm
+
+        self.total = total
+        self.failed = 0
+        self.bar = tqdm(total=total, unit="image", disable=not show, dynamic_ncols=True)
+
+    def __enter__(self) -> BatchReport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.bar.close()
+        if self.failed:
+            print(f"error: {self.failed} of {self.total} images failed (see above)", file=sys.stderr)
+
+    @property
+    def status(self) -> int:
+        return EXIT_SOME_FAILED if self.failed else 0
+
+    def done(self) -> None:
+        self.bar.update()
+
+    def fail(self, source: Path, error: UserError) -> None:
+        message = str(error) if str(source) in str(error) else f"{source}: {error}"
+        self.bar.write(f"error: {message}", file=sys.stderr)
+        self.failed += 1
+        self.bar.update()
+
+
+class StepMonitor:
+    """The pipeline callback for one image: a progress bar over the steps and, every ``every``
+    steps, the current estimate (cropped to ``size``) written as ``folder/<stem>_stepNNN.png``."""
+
+    def __init__(self, show: bool, size: tuple[int, int], folder: Path | None, stem: str, every: int):
+        self.show = show
+        self.size = size
+        self.folder = folder
+        self.stem = stem
+        self.every = every
+        self.bar = None
+
+    def __call__(self, step: int, total: int, estimate: Callable[[], torch.Tensor]) -> None:
+        from tqdm import tqdm
+
+        from .io import write_image
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, unit="step", leave=False, disable=not self.show, dynamic_ncols=True)
+        self.bar.update(step - self.bar.n)
+        if self.folder is not None and step % self.every == 0:
+            height, width = self.size
+            write_image(
+                self.folder / INTERMEDIATE_NAME.format(stem=self.stem, step=step), estimate()[0, :, :height, :width]
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def log_stage_timings(timings: Mapping[str, list[float]]) -> None:
+    """Log each component's and each pipeline stage's calls and total time (``--verbose``)."""
+    for name, seconds in sorted(timings.items()):
+        log.info("  %s: %d calls, %.3f s", name, len(seconds), sum(seconds))
+
+
+def add_restore_arguments(parser: CommandParser) -> None:
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="degraded image file, folder of images, or glob (quoted)"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output image (one input) or folder (created); in a folder, outputs keep the input names, as .png",
+    )
+    parser.add_argument(
+        "--method", choices=METHODS, help=f"restoration method (default: the bundle's, else {DEFAULT_METHOD})"
+    )
+    parser.add_argument(
+        "--task",
+        help="denoise, srN, srN-bicubic, srN-gauss, deblur-gauss, deblur-uniform, deblur-motion, inpaint or colorize "
+        "(required unless the bundle records a default task); for colorize an RGB input is first made gray",
+    )
+    parser.add_argument(
+        "--sigma", type=noise_level, default=0.0, help="noise std of the input on the [0, 1] scale (default 0)"
+    )
+    models = parser.add_mutually_exclusive_group()
+    models.add_argument("--engine", type=Path, metavar="X.plan", help="a bundle made by `trt-restore build`")
+    models.add_argument("--model-set", metavar="NAME|FOLDER", help=MODEL_SET_HELP.format(purpose="run"))
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        help="auto (default: the bundle's backend, else torch), torch, onnxruntime or tensorrt (needs --engine)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one)")
+    parser.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch and onnxruntime")
+    parser.add_argument(
+        "--param",
+        type=task_parameter,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="task option, repeatable: kernel_sigma=1.6, kernel=Levin09:3, fraction=0.5, box=8,8,16,16",
+    )
+    parser.add_argument(
+        "--save-intermediates", type=Path, metavar="DIR", help="write the current estimate as DIR/<name>_stepNNN.png"
+    )
+    parser.add_argument(
+        "--every", type=positive_int, metavar="K", help="with --save-intermediates: every K steps (default 1)"
+    )
+    parser.add_argument(
+        "--bits",
+        type=int,
+        choices=(8, 16),
+        help="output bits per sample (default: the input's, where the format allows)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.defer(add_method_settings)
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    """Restore every input with engines loaded once; an input that fails is reported and the others go on.
+
+    The request (method, task, parameters, engines) is checked on the first input that
+    decodes, before anything is written: a problem there stops the run with status 2.
+    """
+    import torch
+
+    from .api import load_models
+    from .io import output_format
+
+    if args.every is not None and args.save_intermediates is None:
+        raise UserError("--every applies to --save-intermediates; add --save-intermediates DIR")
+    request = restore_request(args)
+    pairs = plan_outputs(collect_inputs(args.inputs), args.output)
+    bit_depths = output_format(pairs[0][1]).bit_depths  # one format for all: a single file, or .png in a folder
+    if args.bits is not None and args.bits not in bit_depths:
+        raise UserError(f"{pairs[0][1].suffix} stores 8-bit samples only; drop --bits 16 or write .png or .tif")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    def load(size: tuple[int, int]) -> tuple[str, Models]:
+        adapt = bool(request.settings.get("adapt"))
+        return load_models(
+            request.method,
+            engine=args.engine,
+            model_set=model_set_name(args),
+            backend=args.backend,
+            device=args.device,
+            image_size=size,
+            scale=request.scale,
+            threads=args.threads,
+            adapt=adapt,
+        )
+
+    engines = EngineCache(load, request.scale, reloadable=args.engine is None)
+    show = not args.quiet and sys.stderr.isatty()
+    with BatchReport(len(pairs), show) as report:
+        images = _read_inputs(pairs, report)
+        first = next(images, None)
+        if first is None:
+            return report.status
+        request.check(first[2])
+        engines.get(request.output_size(first[2]))
+        pairs[0][1].parent.mkdir(parents=True, exist_ok=True)
+        if args.save_intermediates is not None:
+            args.save_intermediates.mkdir(parents=True, exist_ok=True)
+        for source, target, image in itertools.chain([first], images):
+            size = request.output_size(image)
+            monitor = StepMonitor(show, size, args.save_intermediates, source.stem, args.every or 1)
+            try:
+                with stage(f"restore {source}"), closing(monitor):
+                    models = engines.get(size)
+                    restored = request.run(image, models, monitor)
+                log_stage_timings(models.timings)
+                bit_depth = args.bits or min(image.bit_depth, max(bit_depths))
+                write_restored(target, restored, image, bit_depth)
+            except UserError as error:
+                report.fail(source, error)
+            else:
+                report.done()
+    return report.status
+
+
+def write_restored(target: Path, restored: torch.Tensor, image: Image, bit_depth: int) -> None:
+    """Write a restored image atomically, with the input's alpha put back (resampled for SR)."""
+    from .io import fit_alpha, write_image
+
+    alpha = None if image.alpha is None else fit_alpha(image.alpha, tuple(restored.shape[-2:]))
+    write_image(target, restored, alpha=alpha, bit_depth=bit_depth)
+
+
+def _read_inputs(pairs: Sequence[tuple[Path, Path]], report: BatchReport) -> Iterator[tuple[Path, Path, Image]]:
+    """(input, output, decoded image) for each input that decodes; the others are reported as failed."""
+    from .io import read_image
+
+    for source, target in pairs:
+        try:
+            image = read_image(source)
+        except UserError as error:
+            report.fail(source, error)
+            continue
+        yield source, target, image
+
+
+# export ----------------------------------------------------------------------------------
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", choices=METHODS, required=True, help="the method whose components to export")
+    parser.add_argument("--model-set", metavar="NAME|FOLDER", help=MODEL_SET_HELP.format(purpose="export"))
+    parser.add_argument("--precision", default="fp32", help="fp32 (default) or fp16 (normalisations kept in fp32)")
+    parser.add_argument(
+        "--size",
+        type=positive_int,
+        nargs=2,
+        default=(64, 64),
+        metavar=("H", "W"),
+        help="image size to trace at; graphs with static shapes (the decoder VJP) are exported for it (default 64 64)",
+    )
+    parser.add_argument("--opset", type=positive_int, default=17, help="ONNX opset, 17 or newer (default 17)")
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="DIR", help="folder for <component>.onnx (created)"
+    )
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Write one ONNX graph per component of the method and print each path and size."""
+    from .export.model_sets import load_model_set
+    from .export.onnx_export import export_method
+
+    if args.output.exists() and not args.output.is_dir():
+        raise UserError(f"{args.output} is a file; give a folder for the ONNX graphs with -o")
+    with stage("load model set"):
+        model_set = load_model_set(model_set_name(args))
+    args.output.mkdir(parents=True, exist_ok=True)
+    with stage("export"):
+        exported = export_method(
+            args.method,
+            model_set,
+            args.output,
+            precision=args.precision,
+            example_size=tuple(args.size),
+            opset=args.opset,
+        )
+    for name, (path, _) in exported.items():
+        print(f"{name}: {path} ({_megabytes(path.stat().st_size)})")
+    return 0
+
+
+def _megabytes(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.2f} MB"
+
+
+# build -----------------------------------------------------------------------------------
+
+BUILD_BACKEND_PRECISION = {"tensorrt": "fp16", "onnxruntime": "fp32"}
+"""The default precision of each bundle backend."""
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    size = {"type": positive_int, "nargs": 2, "metavar": ("H", "W")}
+    parser.add_argument("--method", choices=METHODS, required=True, help="the method to build")
+    parser.add_argument("--model-set", metavar="NAME|FOLDER", help=MODEL_SET_HELP.format(purpose="build"))
+    parser.add_argument(
+        "--backend",
+        default="tensorrt",
+        help="tensorrt (default: TensorRT engines, for NVIDIA GPUs) or onnxruntime (ONNX graphs, e.g. for CPUs)",
+    )
+    parser.add_argument("--precision", help="fp16 or fp32 (default: fp16 for tensorrt, fp32 for onnxruntime)")
+    parser.add_argument("--min", **size, default=(64, 64), help="smallest image size (default 64 64)")
+    parser.add_argument(
+        "--opt",
+        **size,
+        default=(256, 256),
+        help="image size to optimise for; the decoder VJP (static shapes) is built for exactly this size (default 256 256)",
+    )
+    parser.add_argument("--max", **size, default=(512, 512), help="largest image size (default 512 512)")
+    parser.add_argument(
+        "--batch",
+        type=positive_int,
+        nargs=3,
+        default=(1, 1, 4),
+        metavar=("MIN", "OPT", "MAX"),
+        help="batch sizes (default 1 1 4)",
+    )
+    parser.add_argument("--timing-cache", type=Path, metavar="FILE", help="TensorRT timing cache, read and updated")
+    parser.add_argument(
+        "--compute-capability",
+        nargs="+",
+        metavar="X.Y",
+        help="GPU compute capabilities to build for, e.g. 8.6 8.9 (TensorRT-RTX; default 8.0 and later)",
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.plan", help="the bundle to write")
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """Export the method's components to a temporary folder, build them into a bundle and print what it holds."""
+    from .engine.bundle_writer import build_bundle
+    from .export.model_sets import load_model_set
+    from .export.onnx_export import export_method
+    from .runtime.bundle import Bundle
+
+    if args.backend not in BUILD_BACKEND_PRECISION:
+        raise UserError(f"unknown backend '{args.backend}'; choose one of: {', '.join(BUILD_BACKEND_PRECISION)}")
+    if args.backend != "tensorrt" and (args.timing_cache or args.compute_capability):
+        raise UserError("--timing-cache and --compute-capability apply to --backend tensorrt; drop them")
+    if not args.output.parent.is_dir():
+        raise UserError(f"cannot write {args.output}: folder {args.output.parent} does not exist; create it first")
+    precision = args.precision or BUILD_BACKEND_PRECISION[args.backend]
+    with stage("load model set"):
+        model_set = load_model_set(model_set_name(args))
+    with tempfile.TemporaryDirectory(prefix="trt-restore-build-") as folder:
+        with stage("export"):
+            components = export_method(
+                args.method, model_set, folder, precision=precision, example_size=tuple(args.opt)
+            )
+        with stage("build"):
+            build_bundle(
+                args.method,
+                components,
+                args.output,
+                backend=args.backend,
+                precision=precision,
+                profile=(tuple(args.min), tuple(args.opt), tuple(args.max)),
+                batch=tuple(args.batch),
+                meta=model_set.meta,
+                model_set=model_set.name,
+                timing_cache=args.timing_cache,
+                compute_capabilities=args.compute_capability,
+            )
+    manifest = Bundle.open(args.output).manifest
+    print(f"{args.output}: {_megabytes(args.output.stat().st_size)}, method {args.method}, {args.backend}, {precision}")
+    for name, record in manifest["components"].items():
+        print(f"  {name}: {record['entry']} ({_megabytes(manifest['entries'][record['entry']]['size'])})")
+    return 0
+
+
+# info ------------------------------------------------------------------------------------
+
+
+def add_info_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", type=Path, metavar="X.plan", help="a bundle made by `trt-restore build`")
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Print what the bundle holds; exit 0 if this machine can run it, 3 if not, 2 if it is damaged."""
+    from .runtime.bundle import Bundle
+
+    bundle = Bundle.open(args.bundle)
+    bundle.verify()
+    print(bundle.describe())
+    return 0 if bundle.compatibility_problem() is None else EXIT_CANNOT_RUN
+
+
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand(
+        "restore",
+        "restore degraded images (a file, a folder or a glob) with a method's engines",
+        add_restore_arguments,
+        run_restore,
+    ),
+    Subcommand(
         "degrade", "simulate an observation y = A x + sigma n of a clean image", add_degrade_arguments, run_degrade
+    ),
+    Subcommand("export", "export a method's networks to ONNX", add_export_arguments, run_export),
+    Subcommand(
+        "build", "build a method's engines (or ONNX graphs) into a .plan bundle", add_build_arguments, run_build
+    ),
+    Subcommand(
+        "info",
+        "show what a .plan bundle holds; exit status 0 if this machine can run it, 3 if not, 2 if it is damaged",
+        add_info_arguments,
+        run_info,
     ),
 )
 """The registered subcommands, in the order ``--help`` lists them."""

@@ -29,6 +29,7 @@ METHOD_COMPONENTS: dict[str, tuple[str, ...]] = {
 }
 
 METHODS = tuple(METHOD_COMPONENTS)
+DEFAULT_METHOD = "reld"
 
 
 def components_for(method: str) -> tuple[str, ...]:

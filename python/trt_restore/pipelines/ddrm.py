@@ -90,7 +90,8 @@ def ddrm_sample(
     DDRM, the SR latent diffusion model for DDRM-LDM.
     """
     total = schedule.num_train_timesteps
-    grid = list(range(0, total, total // config.steps))
+    schedule.check_steps(config.steps)
+    grid = list(range(0, total, total // config.steps))  # as the reference: T // steps may leave a few extra steps
     pairs = list(zip(reversed(grid), reversed([-1] + grid[:-1])))
     batch = problem.ut_y.shape[0]
     x = problem.initial_state(schedule.sigma(grid[-1]), sigma_y, noise.randn(batch, *problem.image_shape[1:]))

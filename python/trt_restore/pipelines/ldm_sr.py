@@ -28,8 +28,9 @@ class LDMSRConfig:
 
 def ddim_pairs(schedule, steps: int) -> list[tuple[int, int]]:
     """(t, t') pairs of the DDIM grid with ``t' = t − T/steps``, as diffusers' ``DDIMScheduler.step``."""
+    timesteps = schedule.ddim_timesteps(steps)
     ratio = schedule.num_train_timesteps // steps
-    return [(t, t - ratio) for t in schedule.ddim_timesteps(steps)]
+    return [(t, t - ratio) for t in timesteps]
 
 
 def sr_scale(operator: Operator) -> int | None:

@@ -64,6 +64,8 @@ class RELD(Pipeline):
 
     def run(self, y, operator, sigma, noise, callback):
         cfg = self.config
+        if cfg.iterations < 1:
+            raise UserError(f"--iterations must be at least 1, got {cfg.iterations}")
         if cfg.v_grad not in V_GRADIENTS:
             raise UserError(f"--v-grad must be one of {', '.join(V_GRADIENTS)}, got '{cfg.v_grad}'")
         timings = self.models.timings

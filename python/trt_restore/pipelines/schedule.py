@@ -88,11 +88,15 @@ class NoiseSchedule:
         sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()
         return int(torch.argmin((sigmas - sigma).abs()))
 
+    def check_steps(self, steps: int) -> None:
+        """A clear error unless 1 ≤ steps ≤ T."""
+        if not 1 <= steps <= self.num_train_timesteps:
+            raise UserError(f"steps must be between 1 and {self.num_train_timesteps}, got {steps}")
+
     def ddim_timesteps(self, steps: int) -> list[int]:
         """Descending sampling grid, as ``DDIMScheduler.set_timesteps``."""
         total = self.num_train_timesteps
-        if not 1 <= steps <= total:
-            raise UserError(f"steps must be between 1 and {total}, got {steps}")
+        self.check_steps(steps)
         if self.timestep_spacing == "leading":
             ratio = total // steps
             return [i * ratio + self.steps_offset for i in reversed(range(steps))]
