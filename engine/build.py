@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trt_restore.errors import UserError
+from trt_restore.files import atomic_output
 from trt_restore.runtime.device import compute_capability
 from trt_restore.runtime.profile import Profile
 from trt_restore.runtime.trt_loader import load_trt, trt_logger
 from trt_restore.specs import ComponentSpec
-
-from .files import atomic_output
 
 log = logging.getLogger(__name__)
 

@@ -14,17 +14,22 @@ from pathlib import Path
 
 import onnx
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
 from trt_restore import __version__
 from trt_restore.errors import UserError
+from trt_restore.files import atomic_output
 from trt_restore.methods import components_for
-from trt_restore.runtime.bundle import BACKENDS, FORMAT, FORMAT_VERSION, MANIFEST_NAME, describe_bundle
+from trt_restore.runtime.bundle import (
+    BACKENDS,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    describe_bundle,
+)
 from trt_restore.runtime.profile import Profile
 from trt_restore.runtime.trt_loader import load_trt
 from trt_restore.specs import ComponentSpec
 
 from .build import PRECISIONS, build_engine, build_targets, check_precision
-from .files import atomic_output
 
 __all__ = ["build_bundle", "describe_bundle", "write_bundle"]
 

@@ -113,7 +113,7 @@ def test_a_folder_with_a_corrupt_file_restores_the_others_and_exits_1(images, tm
     (inputs / "b.png").write_bytes(images["clean"].read_bytes()[:200])  # truncated
     outputs = tmp_path / "outputs"
     assert restore(inputs, outputs, "ddrm", "denoise", "--quiet") == EXIT_SOME_FAILED
-    assert sorted(p.name for p in outputs.iterdir()) == ["a.png", "c.png"]
+    assert sorted(p.name for p in outputs.glob("*.png")) == ["a.png", "c.png"]
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "b.png" in err[0] and "corrupt" in err[0] and "1 of 3 images failed" in err[1]
     # each image is restored as if it were alone: same seed, same engines, same result

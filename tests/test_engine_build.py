@@ -88,7 +88,7 @@ def test_profile_sizes_must_be_multiples_of_the_spec():
 
 
 def test_atomic_output_keeps_the_old_file_when_writing_fails(tmp_path):
-    from trt_restore.engine.files import atomic_output
+    from trt_restore.files import atomic_output
 
     target = tmp_path / "out.bin"
     target.write_bytes(b"old")

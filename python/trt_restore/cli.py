@@ -10,19 +10,25 @@ anywhere below a handler is printed as one ``error: ...`` line with exit status 
 ``trt-restore restore --engine X.plan in.png -o out.png``.
 
 Exit status: 0 success, 1 some inputs of a batch failed (each is reported), 2 a usage
-or user error, 3 ``info`` on a bundle that this machine cannot run, 130 interrupted.
+or user error, 3 ``info`` on a bundle that this machine cannot run, 130 interrupted
+(Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import functools
 import itertools
+import json
 import logging
 import math
+import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -48,6 +54,7 @@ GLOBAL_FLAGS = ("-v", "--verbose", "--debug")
 SHORTHAND_COMMAND = "restore"
 SHORTHAND_TRIGGER = "--engine"
 EXIT_SOME_FAILED = 1
+EXIT_USER_ERROR = UserError.exit_code
 EXIT_CANNOT_RUN = 3
 EXIT_INTERRUPTED = 130
 
@@ -75,17 +82,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_request.code if isinstance(exit_request.code, int) else 2
     configure_logging(args.verbose)
     try:
-        return args.run(args)
+        with sigterm_interrupts():
+            return args.run(args)
     except UserError as error:
         if args.debug:
             raise
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interruption:
         if args.debug:
             raise
-        print("error: interrupted", file=sys.stderr)
+        detail = f" ({interruption})" if str(interruption) else ""
+        print(f"error: interrupted{detail}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM raises KeyboardInterrupt as Ctrl-C does, so that a terminated
+    run cleans up the same way (no partial outputs, the batch summary saved). Signal handlers
+    belong to the main thread; elsewhere the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     The global flags are accepted before and after the subcommand name.
     """
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="trt-restore",
         description="Image restoration with latent diffusion models on ONNX Runtime and TensorRT.",
         epilog="Shorthand: 'trt-restore --engine X.plan in.png -o out.png' runs 'trt-restore restore ...'.",
@@ -117,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class CommandParser(argparse.ArgumentParser):
-    """A subcommand's parser that can declare some arguments on first use (parsing or help).
+    """The parser of ``trt-restore`` and of each subcommand: a usage error is one line, and
+    some arguments can be declared on first use (parsing or help).
 
     Arguments generated from heavy modules (the methods' settings come from the
     pipelines, which import torch) are declared through :meth:`defer`, so that building
@@ -139,6 +168,10 @@ class CommandParser(argparse.ArgumentParser):
     def format_help(self) -> str:
         self._declare_deferred()
         return super().format_help()
+
+    def error(self, message: str) -> typing.NoReturn:
+        """Print the usage error as one line that points to ``--help``, and exit with status 2."""
+        self.exit(EXIT_USER_ERROR, f"error: {message}; see `{self.prog} --help`\n")
 
     def _declare_deferred(self) -> None:
         while self._deferred:
@@ -292,6 +325,14 @@ SETTING_PREFIX = "setting_"
 """Namespace prefix of the method-setting flags, so that they cannot collide with ``restore``'s own."""
 INTERMEDIATE_NAME = "{stem}_step{step:03d}.png"
 MODEL_SET_HELP = "networks to {purpose}: tiny, bundled (default: the models shipped with trt-restore) or a folder"
+SUMMARY_NAME = "restore_summary.json"
+"""The batch summary that ``restore`` writes beside its outputs (``--summary`` names another path)."""
+IMAGE_STATUSES = ("done", "skipped", "failed", "not_run")
+DEFAULT_MAX_PIXELS = 50_000_000
+FIRST_RETRY_TILE = 512
+"""The largest tile (image pixels) of the retry after running out of memory."""
+MIN_TILE_MULTIPLES = 2
+"""Tiles span at least this many of the networks' size multiples (their overlap is one multiple)."""
 
 
 @dataclass
@@ -423,6 +464,15 @@ class RestoreRequest:
             models=models,
         )
 
+    def check_size(self, image: Image, max_pixels: int) -> None:
+        """Refuse an image whose restored size exceeds ``max_pixels``."""
+        height, width = self.output_size(image)
+        if height * width > max_pixels:
+            raise UserError(
+                f"{image.path} would be restored to {width}x{height} = {height * width:,} pixels, "
+                f"more than --max-pixels {max_pixels}; split it into smaller images or raise --max-pixels"
+            )
+
     def check(self, image: Image) -> None:
         """Refuse, before any image is restored, an unknown task, a bad task parameter or a method that cannot solve the task."""
         from .operators import make_operator
@@ -505,13 +555,21 @@ class EngineCache:
     engines made from a model set with such graphs on a backend other than torch are
     loaded again when an image needs another canvas. The trainable networks (the INN that
     ``--adapt`` fine-tunes) are reset to their loaded weights for every image, so that no
-    result depends on the images before it.
+    result depends on the images before it. ``tile`` (image pixels, None: the engines'
+    default) is the size of the overlapping tiles the networks run on.
     """
 
-    def __init__(self, load: Callable[[tuple[int, int]], tuple[str, Models]], scale: int, reloadable: bool):
+    def __init__(
+        self,
+        load: Callable[[tuple[int, int], int | None], tuple[str, Models]],
+        scale: int,
+        reloadable: bool,
+        tile: int | None = None,
+    ):
         self._load = load
         self._scale = scale
         self._reloadable = reloadable
+        self.tile = tile
         self._models: Models | None = None
         self._canvas: tuple[int, int] | None = None
         self._per_canvas = False
@@ -521,7 +579,9 @@ class EngineCache:
         """The engines for a restored image of ``size`` (H, W), ready for a new image."""
         if self._models is None or (self._per_canvas and self._canvas_for(size) != self._canvas):
             with stage(f"load engines for {size[0]}x{size[1]}" if self._models else "load engines"):
-                _, self._models = self._load(size)
+                self._models = None  # release the old engines before loading new ones
+                _, self._models = self._load(size, self.tile)
+            self._check_tile()
             engines = self._models.engines.values()
             self._per_canvas = self._reloadable and any(
                 engine.backend != "torch" and engine.spec.meta.get("static_shapes") for engine in engines
@@ -535,45 +595,124 @@ class EngineCache:
         self._models.timings.clear()
         return self._models
 
+    @property
+    def backend(self) -> str | None:
+        """The backend of the loaded engines; None before the first :meth:`get`."""
+        return None if self._models is None else next(iter(self._models.engines.values())).backend
+
+    @property
+    def timings(self) -> Mapping[str, list[float]]:
+        """Seconds of each component's calls since the last :meth:`get`."""
+        return {} if self._models is None else self._models.timings
+
+    def use_smaller_tiles(self, size: tuple[int, int]) -> int | None:
+        """Halve the tiles for the next :meth:`get`: from the engines' current tile, or from the
+        image's canvas when they run untiled, at most :data:`FIRST_RETRY_TILE`, rounded down to
+        the networks' size multiple. Returns the new tile, None when the tiles cannot shrink."""
+        from .api import size_multiple
+        from .runtime.tiling import TiledEngine
+
+        engines = self._models.engines.values()
+        tiles = [min(engine.tile) for engine in engines if isinstance(engine, TiledEngine) and not engine.static]
+        current = min(tiles, default=max(self._canvas_for(size)))
+        multiple = size_multiple(self._models)
+        smaller = min(FIRST_RETRY_TILE, current // 2) // multiple * multiple
+        if smaller < MIN_TILE_MULTIPLES * multiple:
+            return None
+        self.tile = smaller
+        self._models = None
+        return smaller
+
+    def _check_tile(self) -> None:
+        from .api import size_multiple
+
+        smallest = MIN_TILE_MULTIPLES * size_multiple(self._models)
+        if self.tile is not None and self.tile < smallest:
+            raise UserError(f"--tile {self.tile} is too small for these networks; use {smallest} or more")
+
     def _canvas_for(self, size: tuple[int, int]) -> tuple[int, int]:
         from .api import padded_size, size_multiple
 
         return padded_size(size, math.lcm(size_multiple(self._models), self._scale))
 
 
-class BatchReport:
-    """The progress bar over the images, and the inputs that failed (each reported on stderr as it fails).
+@dataclass
+class ImageRecord:
+    """What became of one input of a batch."""
 
-    A context manager: leaving it closes the bar and, if any input failed, prints a summary.
+    input: str
+    output: str
+    status: str = "not_run"
+    """done, skipped (``--resume`` found a complete output), failed or not_run (the run stopped first)."""
+    seconds: float | None = None
+    reason: str | None = None
+
+
+class BatchReport:
+    """The progress bar over the images and each image's :class:`ImageRecord`; failures are
+    reported on stderr as they happen.
+
+    A context manager: leaving it closes the bar and, if inputs of a batch failed, prints how many.
     """
 
-    def __init__(self, total: int, show: bool):
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], show: bool):
         from tqdm import tqdm
 
-        self.total = total
-        self.failed = 0
-        self.bar = tqdm(total=total, unit="image", disable=not show, dynamic_ncols=True)
+        self.records = {source: ImageRecord(str(source), str(target)) for source, target in pairs}
+        self.interrupted = False
+        self.bar = tqdm(total=len(pairs), unit="image", disable=not show, dynamic_ncols=True)
 
     def __enter__(self) -> BatchReport:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.bar.close()
-        if self.failed:
-            print(f"error: {self.failed} of {self.total} images failed (see above)", file=sys.stderr)
+        if self.count("failed") and self.total > 1:
+            print(f"error: {self.count('failed')} of {self.total} images failed (see above)", file=sys.stderr)
+
+    @property
+    def total(self) -> int:
+        return len(self.records)
+
+    def count(self, status: str) -> int:
+        return sum(record.status == status for record in self.records.values())
 
     @property
     def status(self) -> int:
-        return EXIT_SOME_FAILED if self.failed else 0
+        """0 when nothing failed; else 1 for a batch, or the user-error status when the only input failed."""
+        if not self.count("failed"):
+            return 0
+        return EXIT_SOME_FAILED if self.total > 1 else EXIT_USER_ERROR
 
-    def done(self) -> None:
-        self.bar.update()
+    def done(self, source: Path, seconds: float) -> None:
+        self._settle(source, "done", seconds=seconds)
+
+    def skip(self, source: Path) -> None:
+        self._settle(source, "skipped", reason="the output exists and is complete (--resume)")
 
     def fail(self, source: Path, error: UserError) -> None:
         message = str(error) if str(source) in str(error) else f"{source}: {error}"
         self.bar.write(f"error: {message}", file=sys.stderr)
-        self.failed += 1
+        self._settle(source, "failed", reason=str(error))
+
+    def _settle(self, source: Path, status: str, **details: Any) -> None:
+        self.records[source] = dataclasses.replace(self.records[source], status=status, **details)
         self.bar.update()
+
+    def summary(self, request: RestoreRequest, backend: str) -> dict[str, Any]:
+        """The batch as JSON: the request, the counts per status, the mean seconds per restored image, each file."""
+        seconds = [record.seconds for record in self.records.values() if record.seconds is not None]
+        return {
+            "method": request.method,
+            "task": request.task,
+            "sigma": request.sigma,
+            "seed": request.seed,
+            "backend": backend,
+            "interrupted": self.interrupted,
+            "counts": {status: self.count(status) for status in IMAGE_STATUSES},
+            "seconds_per_image": sum(seconds) / len(seconds) if seconds else None,
+            "files": [dataclasses.asdict(record) for record in self.records.values()],
+        }
 
 
 class StepMonitor:
@@ -666,6 +805,32 @@ def add_restore_arguments(parser: CommandParser) -> None:
         choices=(8, 16),
         help="output bits per sample (default: the input's, where the format allows)",
     )
+    parser.add_argument(
+        "--tile",
+        type=positive_int,
+        metavar="N",
+        help="run the networks on overlapping N×N tiles (image pixels), to fit larger images in memory "
+        "(default: whole images, or the bundle's largest profile size)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images whose restored size exceeds N pixels (default {DEFAULT_MAX_PIXELS:,})",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip inputs whose output already exists and decodes (outputs are written atomically)",
+    )
+    parser.add_argument(
+        "--summary",
+        type=Path,
+        metavar="FILE.json",
+        help=f"where to write the JSON summary (default for a folder, glob or several inputs: "
+        f"{SUMMARY_NAME} beside the outputs)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.defer(add_method_settings)
 
@@ -675,6 +840,7 @@ def run_restore(args: argparse.Namespace) -> int:
 
     The request (method, task, parameters, engines) is checked on the first input that
     decodes, before anything is written: a problem there stops the run with status 2.
+    A batch (or ``--summary``) gets a JSON summary, saved also when the run is interrupted.
     """
     import torch
 
@@ -691,7 +857,7 @@ def run_restore(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    def load(size: tuple[int, int]) -> tuple[str, Models]:
+    def load(size: tuple[int, int], tile: int | None) -> tuple[str, Models]:
         adapt = bool(request.settings.get("adapt"))
         return load_models(
             request.method,
@@ -703,35 +869,168 @@ def run_restore(args: argparse.Namespace) -> int:
             scale=request.scale,
             threads=args.threads,
             adapt=adapt,
+            tile=tile,
         )
 
-    engines = EngineCache(load, request.scale, reloadable=args.engine is None)
+    engines = EngineCache(load, request.scale, reloadable=args.engine is None, tile=args.tile)
+    summary_path = args.summary or (pairs[0][1].parent / SUMMARY_NAME if is_batch(args.inputs) else None)
     show = not args.quiet and sys.stderr.isatty()
-    with BatchReport(len(pairs), show) as report:
-        images = _read_inputs(pairs, report)
-        first = next(images, None)
-        if first is None:
-            return report.status
-        request.check(first[2])
-        engines.get(request.output_size(first[2]))
-        pairs[0][1].parent.mkdir(parents=True, exist_ok=True)
-        if args.save_intermediates is not None:
-            args.save_intermediates.mkdir(parents=True, exist_ok=True)
-        for source, target, image in itertools.chain([first], images):
-            size = request.output_size(image)
-            monitor = StepMonitor(show, size, args.save_intermediates, source.stem, args.every or 1)
-            try:
-                with stage(f"restore {source}"), closing(monitor):
-                    models = engines.get(size)
-                    restored = request.run(image, models, monitor)
-                log_stage_timings(models.timings)
-                bit_depth = args.bits or min(image.bit_depth, max(bit_depths))
-                write_restored(target, restored, image, bit_depth)
-            except UserError as error:
-                report.fail(source, error)
-            else:
-                report.done()
+    with BatchReport(pairs, show) as report:
+        try:
+            _restore_batch(args, request, pairs, engines, report)
+        except KeyboardInterrupt:
+            report.interrupted = True
+            saved = ""
+            if summary_path is not None:
+                write_summary(summary_path, report.summary(request, engines.backend or args.backend))
+                saved = f", summary in {summary_path}"
+            done = report.count("done") + report.count("skipped")
+            raise KeyboardInterrupt(
+                f"{done} of {report.total} images restored{saved}; rerun the same command with --resume to finish"
+            ) from None
+        if summary_path is not None:
+            write_summary(summary_path, report.summary(request, engines.backend or args.backend))
+            log.info("summary: %s", summary_path)
     return report.status
+
+
+def _restore_batch(
+    args: argparse.Namespace,
+    request: RestoreRequest,
+    pairs: Sequence[tuple[Path, Path]],
+    engines: EngineCache,
+    report: BatchReport,
+) -> None:
+    """Restore each input of ``pairs`` (with ``--resume``, not those whose output is complete),
+    recording each outcome in ``report``."""
+    from .io import output_format
+
+    pending = []
+    for source, target in pairs:
+        if args.resume and is_complete(target):
+            report.skip(source)
+        else:
+            pending.append((source, target))
+    images = _read_inputs(pending, report, request, args.max_pixels)
+    first = next(images, None)
+    if first is None:
+        return
+    request.check(first[2])
+    engines.get(request.output_size(first[2]))
+    make_folder(pairs[0][1].parent)
+    if args.save_intermediates is not None:
+        make_folder(args.save_intermediates)
+    largest_depth = max(output_format(pairs[0][1]).bit_depths)
+    show = not report.bar.disable
+    for source, target, image in itertools.chain([first], images):
+        size = request.output_size(image)
+        monitor = StepMonitor(show, size, args.save_intermediates, source.stem, args.every or 1)
+        start = time.perf_counter()
+        try:
+            with stage(f"restore {source}"), closing(monitor):
+                restored = restore_with_retry(request, image, engines, monitor)
+            log_stage_timings(engines.timings)
+            write_restored(target, restored, image, args.bits or min(image.bit_depth, largest_depth))
+        except UserError as error:
+            report.fail(source, error)
+        else:
+            report.done(source, time.perf_counter() - start)
+
+
+def restore_with_retry(
+    request: RestoreRequest, image: Image, engines: EngineCache, callback: StepCallback
+) -> torch.Tensor:
+    """Restore one image; when memory runs out, retry once on smaller tiles, which the rest of the batch keeps.
+
+    A second failure is a :class:`UserError` that says to pass a smaller ``--tile``.
+    """
+    size = request.output_size(image)
+    restored = _run_unless_out_of_memory(request, image, engines.get(size), callback)
+    if restored is None and (tile := engines.use_smaller_tiles(size)) is not None:
+        log.warning(
+            "out of memory restoring %s; retrying with --tile %d for it and the remaining images", image.path, tile
+        )
+        restored = _run_unless_out_of_memory(request, image, engines.get(size), callback)
+    if restored is None:
+        tried = f" with --tile {engines.tile}" if engines.tile else ""
+        raise UserError(
+            f"out of memory restoring {image.path}{tried}; pass a smaller --tile, use --device cpu, "
+            "or free memory that other programs hold"
+        )
+    return restored
+
+
+def _run_unless_out_of_memory(
+    request: RestoreRequest, image: Image, models: Models, callback: StepCallback
+) -> torch.Tensor | None:
+    """The restored image, or None (with the GPU cache emptied) when memory ran out."""
+    try:
+        return request.run(image, models, callback)
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+    free_cached_memory()
+    return None
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says that host or device memory ran out (torch, onnxruntime or TensorRT)."""
+    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+def free_cached_memory() -> None:
+    """Give the GPU memory that torch caches back to the device, before a retry."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def is_batch(inputs: Sequence[str]) -> bool:
+    """Whether the INPUT arguments make a batch: several of them, a folder or a glob."""
+    return len(inputs) > 1 or not Path(inputs[0]).expanduser().is_file()
+
+
+def is_complete(target: Path) -> bool:
+    """Whether ``target`` exists and decodes: outputs are written atomically, so one that decodes is whole.
+    One that does not is logged and restored again."""
+    from .io import read_image
+
+    if not target.is_file():
+        return False
+    try:
+        read_image(target)
+    except UserError as error:
+        log.warning("%s exists but does not decode (%s); restoring it again", target, error)
+        return False
+    return True
+
+
+def make_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parents) for outputs, or say why it cannot be written to."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(
+            f"cannot create the output folder {folder} ({error.strerror or error}); choose another folder with -o"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(
+            f"cannot write in the output folder {folder} (permission denied); choose another folder with -o"
+        )
+
+
+def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
+    """Write the batch summary as JSON, atomically."""
+    from .files import atomic_output
+
+    try:
+        with atomic_output(path) as temporary:
+            temporary.write_text(json.dumps(summary, indent=2) + "\n")
+    except OSError as error:
+        raise UserError(
+            f"cannot write the summary {path} ({error.strerror or error}); choose another path with --summary"
+        ) from None
 
 
 def write_restored(target: Path, restored: torch.Tensor, image: Image, bit_depth: int) -> None:
@@ -742,13 +1041,17 @@ def write_restored(target: Path, restored: torch.Tensor, image: Image, bit_depth
     write_image(target, restored, alpha=alpha, bit_depth=bit_depth)
 
 
-def _read_inputs(pairs: Sequence[tuple[Path, Path]], report: BatchReport) -> Iterator[tuple[Path, Path, Image]]:
-    """(input, output, decoded image) for each input that decodes; the others are reported as failed."""
+def _read_inputs(
+    pairs: Sequence[tuple[Path, Path]], report: BatchReport, request: RestoreRequest, max_pixels: int
+) -> Iterator[tuple[Path, Path, Image]]:
+    """(input, output, decoded image) for each input that decodes and is not too large;
+    the others are reported as failed."""
     from .io import read_image
 
     for source, target in pairs:
         try:
             image = read_image(source)
+            request.check_size(image, max_pixels)
         except UserError as error:
             report.fail(source, error)
             continue
@@ -927,3 +1230,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     ),
 )
 """The registered subcommands, in the order ``--help`` lists them."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

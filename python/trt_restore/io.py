@@ -15,7 +15,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import secrets
 import struct
 import zlib
 from collections.abc import Iterator
@@ -31,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
-from tifffile import EXTRASAMPLE, PHOTOMETRIC, SAMPLEFORMAT
+from tifffile import COMPRESSION, EXTRASAMPLE, PHOTOMETRIC, SAMPLEFORMAT
 
 from .data import IMAGE_SUFFIXES
 from .errors import UserError
+from .files import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,13 @@ TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 READABLE_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
 MIN_SIDE = 2
 
-# Corrupt data surfaces from the decoders as any of these.
+# Corrupt data surfaces from the decoders as any of these (tifffile: malformed tags as Type/IndexError).
 DECODE_ERRORS = (
     OSError,
     SyntaxError,
     ValueError,
+    TypeError,
+    IndexError,
     EOFError,
     struct.error,
     zlib.error,
@@ -96,12 +98,12 @@ def read_image(path: str | os.PathLike) -> Image:
     path = Path(path).expanduser()
     header = _read_header(path)
     try:
-        if header.startswith(PNG_SIGNATURE) and header[PNG_BIT_DEPTH_BYTE] == 16:
+        if header.startswith(PNG_SIGNATURE) and header[PNG_BIT_DEPTH_BYTE : PNG_BIT_DEPTH_BYTE + 1] == b"\x10":
             pixels, bit_depth = _decode_png16(path)
         else:
             decoded = _decode_tiff(path) if header.startswith(TIFF_SIGNATURES) else None
             pixels, bit_depth = decoded or _decode_with_pillow(path)
-    except PILImage.DecompressionBombError as error:
+    except (PILImage.DecompressionBombError, MemoryError) as error:
         raise UserError(f"{path} is too large to decode safely ({error}); split it into smaller images") from error
     except DECODE_ERRORS as error:
         raise UserError(f"{path} is truncated or corrupt ({error}); re-export or re-copy the image") from error
@@ -207,6 +209,7 @@ def _read_header(path: Path) -> bytes:
 def _decode_png16(path: Path) -> tuple[np.ndarray, int]:
     """A 16-bit PNG as (H, W, S) uint16 samples; tRNS becomes an alpha plane."""
     width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    _check_pixel_count(width, height)
     pixels = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, info["planes"])
     # asDirect honours an sBIT chunk by shifting samples down to their significant bits.
     significant = info["bitdepth"]
@@ -232,16 +235,26 @@ def _decode_tiff(path: Path) -> tuple[np.ndarray, int] | None:
         if not plain:
             return None
         if page.compression not in tifffile.TIFF.DECOMPRESSORS:
+            if not isinstance(page.compression, COMPRESSION):
+                raise tifffile.TiffFileError(f"unknown compression scheme {page.compression}")
             if page.bitspersample == 16 and page.samplesperpixel > 1:
                 raise UserError(
                     f"{path} is a 16-bit colour TIFF with {page.compression.name} compression, which needs the "
                     "imagecodecs package; pip install imagecodecs, or save it uncompressed or with deflate"
                 )
             return None  # Pillow decodes these codecs exactly for 8-bit and 16-bit gray
+        _check_pixel_count(page.imagewidth, page.imagelength)
         pixels = page.asarray()
         if page.axes == "SYX":
             pixels = np.moveaxis(pixels, 0, -1)
-        return pixels.reshape(*pixels.shape[:2], page.samplesperpixel), page.bitspersample
+        return pixels.reshape(page.imagelength, page.imagewidth, page.samplesperpixel), page.bitspersample
+
+
+def _check_pixel_count(width: int, height: int) -> None:
+    """Refuse, before decoding, an image larger than Pillow's decompression-bomb limit."""
+    limit = 2 * (PILImage.MAX_IMAGE_PIXELS or 0)
+    if limit and width * height > limit:
+        raise PILImage.DecompressionBombError(f"{width}x{height} pixels, more than {limit}")
 
 
 def _decode_with_pillow(path: Path) -> tuple[np.ndarray, int]:
@@ -301,23 +314,16 @@ def _encode(stream: BinaryIO, pixels: np.ndarray, fmt: OutputFormat, bit_depth: 
 
 @contextmanager
 def _atomic_output(path: Path) -> Iterator[BinaryIO]:
-    """A binary stream onto a temporary file beside ``path`` that replaces ``path`` only
-    after the body finished and the data reached the disk; on any failure it is removed."""
+    """A binary stream onto a temporary file that replaces ``path`` only once the body finished
+    and the data reached the disk (:func:`trt_restore.files.atomic_output`)."""
     folder = path.parent
     if not folder.is_dir():
         reason = "is not a folder" if folder.exists() else "does not exist"
         raise UserError(f"cannot write {path}: {folder} {reason}; create the folder or choose another output path")
-    temporary = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        stream = temporary.open("xb")
-    except OSError as error:
-        raise UserError(f"cannot write in folder {folder} ({error.strerror}); choose another output folder") from None
-    try:
+    with atomic_output(path) as temporary:
+        try:
+            stream = temporary.open("xb")
+        except OSError as error:
+            raise UserError(f"cannot write in folder {folder} ({error.strerror}); choose another output folder") from None
         with stream:
             yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

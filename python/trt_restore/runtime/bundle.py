@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -38,6 +40,8 @@ FORMAT = "trt-restore-bundle"
 FORMAT_VERSION = 1
 BACKENDS = ("tensorrt", "onnxruntime")
 _REQUIRED_KEYS = ("method", "model_set", "backend", "precision", "components", "entries")
+# A damaged zip archive surfaces from zipfile as any of these (bad offsets, flags or compression methods).
+ARCHIVE_ERRORS = (zipfile.BadZipFile, EOFError, OSError, RuntimeError, ValueError, zlib.error, lzma.LZMAError)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -71,6 +75,34 @@ class Machine:
         return cls(installed_flavours(), compute_capability(device))
 
 
+def _check_records(manifest: dict) -> None:
+    """Raise KeyError, TypeError, ValueError or AttributeError where the manifest's records lack a field
+    or type that the reader relies on: each entry's sha256 and size, each component's entry, spec and
+    profiles, the model set's name and metadata, and for TensorRT the flavour, version and targets."""
+    for key in ("method", "backend", "precision"):
+        if not isinstance(manifest[key], str):
+            raise TypeError(f"{key} is not a string")
+    model_set = manifest["model_set"]
+    if not isinstance(model_set["name"], str) or not isinstance(model_set.get("meta", {}), dict):
+        raise TypeError("model_set has no name or metadata")
+    for record in manifest["entries"].values():
+        if not isinstance(record["sha256"], str) or not isinstance(record["size"], int):
+            raise TypeError("an entry has no sha256 or size")
+    for component in manifest["components"].values():
+        if component["entry"] not in manifest["entries"]:
+            raise KeyError(component["entry"])
+        ComponentSpec.from_json(component["spec"])
+        for profile in component.get("profiles", []):
+            Profile.from_json(profile).describe()
+    if manifest["backend"] == "tensorrt":
+        info = manifest["tensorrt"]
+        if not isinstance(info["flavour"], str) or not isinstance(info["version"], str):
+            raise TypeError("tensorrt has no flavour or version")
+        if not isinstance(info["compute_capabilities"], list):
+            raise TypeError("tensorrt has no list of compute capabilities")
+        supports_compute_capability(info["compute_capabilities"], "0.0")  # each target parses
+
+
 def _format_tensor(tensor: TensorSpec) -> str:
     return f"{tensor.name} {tensor.dtype} ({', '.join(map(str, tensor.shape))})"
 
@@ -97,7 +129,9 @@ class Bundle:
         try:
             with zipfile.ZipFile(path) as archive:
                 raw = archive.read(MANIFEST_NAME)
-        except (zipfile.BadZipFile, EOFError):
+        except PermissionError as error:
+            raise UserError(f"cannot read bundle '{path}' ({error.strerror}); check its permissions") from None
+        except ARCHIVE_ERRORS:
             raise UserError(f"{path.name} is not a trt-restore bundle (not a zip archive, or truncated); {rebuild}") from None
         except KeyError:
             raise UserError(f"{path.name} has no {MANIFEST_NAME}, so it is not a trt-restore bundle; {rebuild}") from None
@@ -115,6 +149,10 @@ class Bundle:
         missing = [key for key in _REQUIRED_KEYS if key not in manifest]
         if missing:
             raise UserError(f"{path.name} has a damaged manifest (no {', '.join(missing)}); {rebuild}")
+        try:
+            _check_records(manifest)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise UserError(f"{path.name} has a damaged manifest ({error!r}); {rebuild}") from None
         if manifest["backend"] not in BACKENDS:
             raise UserError(f"{path.name} is for backend '{manifest['backend']}', which this trt-restore cannot run; {rebuild}")
         return cls(path, manifest)
@@ -172,7 +210,7 @@ class Bundle:
                 data = archive.read(entry)
         except KeyError:
             raise UserError(f"{self.path.name} is missing its entry '{entry}'; rebuild it with `trt-restore build`") from None
-        except (zipfile.BadZipFile, EOFError):  # the zip's own CRC-32 check failed first
+        except ARCHIVE_ERRORS:  # the zip's own checks (CRC-32, headers) failed first
             raise UserError(damaged) from None
         if sha256_hex(data) != record["sha256"]:
             raise UserError(damaged)

@@ -74,6 +74,11 @@ class TiledEngine(Engine):
         self.divisors = spatial_divisors(inner.spec)
         self.static = all(isinstance(d, int) for t in inner.spec.inputs for d in t.shape)
         multiple = max(inner.spec.multiple, max(self.divisors.values(), default=1))
+        if overlap >= min(tile):
+            raise UserError(
+                f"tile {tile[0]}×{tile[1]} is too small for component '{inner.spec.name}' "
+                f"(tiles must exceed their {overlap}-pixel overlap); use a larger --tile"
+            )
         if any(t % multiple for t in tile) or overlap % multiple:
             raise UserError(
                 f"component '{inner.spec.name}': tile {tile} and overlap {overlap} must be multiples of {multiple}"
