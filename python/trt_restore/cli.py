@@ -38,7 +38,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .bench import add_bench_arguments, run_bench
+from .demo import add_demo_arguments, run_demo
 from .errors import UserError
+from .export.train import add_train_arguments, run_train
 from .methods import DEFAULT_METHOD, METHODS
 
 if TYPE_CHECKING:
@@ -1228,6 +1231,9 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         add_info_arguments,
         run_info,
     ),
+    Subcommand("demo", "restore sample images with every method on the bundled models (offline)", add_demo_arguments, run_demo),
+    Subcommand("bench", "measure quality and speed per method, task and backend", add_bench_arguments, run_bench),
+    Subcommand("train", "train the bundled small models", add_train_arguments, run_train),
 )
 """The registered subcommands, in the order ``--help`` lists them."""
 
