@@ -28,6 +28,7 @@ ACTIONS = (*COMPONENTS, "all", "package")
 ARCHITECTURES = ("small", "tiny")
 DEFAULT_WORKDIR = Path("trt-train")
 DEFAULT_DATA = "train,skimage,sklearn"
+SUMMARY = "train the bundled small models, one component at a time (resumable)"
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,6 @@ DEFAULTS: dict[str, Defaults] = {
     "inn_pixel": Defaults(minutes=4, batch_size=16, lr=1e-3, crop=64),
     "inn_latent": Defaults(minutes=5, batch_size=16, lr=1e-3, crop=64),
 }
-MIN_SCALE = 0.3  # crops are taken at scales in [MIN_SCALE, 1] of the originals
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,18 +79,18 @@ def _task(component: str, args: argparse.Namespace, sources: list[str], crop: in
     if component == "vae":
         from .train_autoencoder import AutoencoderTask
 
-        return AutoencoderTask(sources, args.arch, crop, min_scale=MIN_SCALE)
+        return AutoencoderTask(sources, args.arch, crop)
     if component in ("inn_pixel", "inn_latent"):
         from .train_inn import INNTask
 
-        return INNTask(component.removeprefix("inn_"), args.workdir, sources, args.arch, crop, min_scale=MIN_SCALE)
+        return INNTask(component.removeprefix("inn_"), args.workdir, sources, args.arch, crop)
     from .train_diffusion import BANK_SIZE, LatentDiffusionTask, PixelDiffusionTask, SRDiffusionTask
 
     if component == "pixel_unet":
-        return PixelDiffusionTask(sources, args.arch, crop, min_scale=MIN_SCALE)
+        return PixelDiffusionTask(sources, args.arch, crop)
     latent_task = LatentDiffusionTask if component == "unet" else SRDiffusionTask
     bank = BANK_SIZE if args.steps is None else min(BANK_SIZE, args.steps * batch)  # no more crops than a run draws
-    return latent_task(args.workdir, sources, args.arch, crop, bank_size=bank, min_scale=MIN_SCALE)
+    return latent_task(args.workdir, sources, args.arch, crop, bank_size=bank)
 
 
 def _command(component: str, args: argparse.Namespace, minutes: float | None, batch: int, lr: float, crop: int) -> str:
@@ -169,7 +169,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """``trt-restore train`` as a standalone program (``python -m trt_restore.export.train``)."""
-    parser = argparse.ArgumentParser(prog="trt-restore train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="trt-restore train", description=SUMMARY)
     add_train_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -19,7 +19,7 @@ from diffusers import AutoencoderKL
 
 from .components import Encoder
 from .tiny import tiny_autoencoder_kl
-from .train_data import CropSampler, describe_pool, load_pool
+from .train_data import MIN_SCALE, CropSampler, describe_pool, load_pool
 
 SCALE_SAMPLES = 256  # crops used to measure the latent scale
 
@@ -56,7 +56,7 @@ class AutoencoderTask:
         crop: int = 64,
         kl_weight: float = 1e-5,
         edge_weight: float = 0.5,
-        min_scale: float = 0.5,
+        min_scale: float = MIN_SCALE,
     ):
         self.sources, self.arch, self.crop = sources, arch, crop
         self.kl_weight, self.edge_weight, self.min_scale = kl_weight, edge_weight, min_scale

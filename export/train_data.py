@@ -49,6 +49,7 @@ SKIMAGE_SAMPLES = (
     "brick",
 )
 SOURCES = ("train", *TRAIN_SETS, "skimage", "sklearn")
+MIN_SCALE = 0.3  # crops are taken at scales in [MIN_SCALE, 1] of the originals
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class CropSampler:
     the pool has both kinds), then from a uniformly chosen image of that kind.
     """
 
-    def __init__(self, pool: Sequence[PoolImage], crop: int, min_scale: float = 0.5, colour_fraction: float = 0.75):
+    def __init__(self, pool: Sequence[PoolImage], crop: int, min_scale: float = MIN_SCALE, colour_fraction: float = 0.75):
         if not pool:
             raise UserError("the training pool is empty; check --data and the data root")
         if crop < 8:

@@ -29,7 +29,7 @@ from trt_restore.pipelines.schedule import NoiseSchedule
 from .components import Encoder, autoencoder_meta
 from .model_sets import DDPM_SCHEDULE, LDM_SR_SCHEDULE, SD_SCHEDULE
 from .tiny import tiny_pixel_unet, tiny_sr_unet, tiny_unet
-from .train_data import CropSampler, describe_pool, load_pool
+from .train_data import MIN_SCALE, CropSampler, describe_pool, load_pool
 from .train_loop import trained_network
 
 SR_SIGMA_MAX = 0.05
@@ -84,7 +84,7 @@ class DiffusionTask:
     name: str
     schedule_meta: dict
 
-    def __init__(self, sources: list[str], arch: str, crop: int, min_scale: float = 0.5):
+    def __init__(self, sources: list[str], arch: str, crop: int, min_scale: float = MIN_SCALE):
         self.sources, self.arch, self.crop, self.min_scale = sources, arch, crop, min_scale
         self.device = torch.device("cpu")
         self.alphas_cumprod = NoiseSchedule.from_config(self.schedule_meta).alphas_cumprod.float()
@@ -134,7 +134,7 @@ class PixelDiffusionTask(DiffusionTask):
 class _LatentTask(DiffusionTask):
     """Shared by the latent UNets: a bank of crops encoded by the trained ``vae``."""
 
-    def __init__(self, workdir: Path, sources: list[str], arch: str, crop: int, bank_size: int = BANK_SIZE, min_scale: float = 0.5):
+    def __init__(self, workdir: Path, sources: list[str], arch: str, crop: int, bank_size: int = BANK_SIZE, min_scale: float = MIN_SCALE):
         self.vae = trained_network(workdir, "vae")
         meta = autoencoder_meta(self.vae)
         self.latent_channels, self.factor = meta["latent_channels"], meta["downsample"]

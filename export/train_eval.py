@@ -17,16 +17,14 @@ from __future__ import annotations
 import torch
 
 from trt_restore.demo import DEMO_IMAGES, demo_image
-from trt_restore.inn_condition import degradation_embedding
 from trt_restore.metrics import psnr
 from trt_restore.operators import make_operator
-from trt_restore.pipelines.indigo import coarse_target
 from trt_restore.pipelines.schedule import NoiseSchedule
 
 from .components import Decoder, Encoder, SRDenoiser
 from .inn import WaveletINN
 from .model_sets import ModelSet
-from .train_inn import STANDARD_DEGRADATIONS, latent_target, observe
+from .train_inn import STANDARD_DEGRADATIONS, coarse_and_target
 
 EVAL_SIZE = 128
 EVAL_STEPS = (100, 400)
@@ -90,11 +88,6 @@ def inn_quality(inn: WaveletINN, images: torch.Tensor, encoder: Encoder | None =
         if task in results:  # several random masks of one task: the first stands for them
             continue
         operator = make_operator(task, size=tuple(images.shape[-2:]), channels=3, **params)
-        y = observe(operator, images, EVAL_SIGMA, SEED + index)
-        condition = degradation_embedding(task, EVAL_SIGMA, len(images))
-        if encoder is None:
-            signal, target = images, coarse_target(y, operator, inn.factor, 3)
-        else:
-            signal, target = encoder(images), latent_target(encoder, y, operator, inn.factor)
-        results[task] = (psnr(inn(signal, condition)[0], target), psnr(identity(signal, condition)[0], target))
+        scores = [psnr(*coarse_and_target(net, images, operator, EVAL_SIGMA, SEED + index, encoder)) for net in (inn, identity)]
+        results[task] = (scores[0], scores[1])
     return results

@@ -30,7 +30,7 @@ from trt_restore.pipelines.indigo import coarse_target, full_size_observation
 from .components import Encoder, autoencoder_meta
 from .inn import WaveletINN
 from .tiny import tiny_inn
-from .train_data import CropSampler, describe_pool, load_pool
+from .train_data import MIN_SCALE, CropSampler, describe_pool, load_pool
 from .train_loop import trained_network
 
 INN_SIGMA_MAX = 0.1
@@ -58,15 +58,28 @@ def observe(operator: Operator, x: torch.Tensor, sigma: float, seed: int) -> tor
     return Degradation(operator, sigma).observe(x, seed).clamp(0, 1)
 
 
-def latent_target(encoder: Encoder, y: torch.Tensor, operator: Operator, factor: int) -> torch.Tensor:
-    """``avgpool_factor(E(ỹ))``: the latent variant's coarse target (as ``IndigoLatent._target``)."""
-    return F.avg_pool2d(encoder(full_size_observation(y, operator)), factor)
+def coarse_and_target(
+    inn: WaveletINN, x: torch.Tensor, operator: Operator, sigma: float, seed: int, encoder: Encoder | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(coarse(G(signal, e)), target)`` for clean images ``x`` and one degradation (module docstring).
+
+    Without ``encoder`` the pixel variant; with it the latent one, where the target is
+    ``avgpool_f(E(ỹ))`` as in ``IndigoLatent._target``.
+    """
+    y = observe(operator, x, sigma, seed)
+    condition = degradation_embedding(operator.task, sigma, x.shape[0]).to(x.device)
+    if encoder is None:
+        return inn(x, condition)[0], coarse_target(y, operator, inn.factor, x.shape[1])
+    with torch.no_grad():
+        signal = encoder(x)
+        target = F.avg_pool2d(encoder(full_size_observation(y, operator)), inn.factor)
+    return inn(signal, condition)[0], target
 
 
 class INNTask:
     """``inn_pixel`` or ``inn_latent``: fit the coarse part to the observation (module docstring)."""
 
-    def __init__(self, space: str, workdir: Path, sources: list[str], arch: str = "small", crop: int = 64, min_scale: float = 0.5):
+    def __init__(self, space: str, workdir: Path, sources: list[str], arch: str = "small", crop: int = 64, min_scale: float = MIN_SCALE):
         if space not in LEVELS:
             raise UserError(f"INN space must be one of {', '.join(LEVELS)}, got {space!r}")
         self.space, self.sources, self.arch, self.crop, self.min_scale = space, sources, arch, crop, min_scale
@@ -95,24 +108,12 @@ class INNTask:
         if self.encoder is not None:
             self.encoder = self.encoder.to(device)
 
-    def coarse_pair(
-        self, inn: WaveletINN, x: torch.Tensor, operator: Operator, sigma: float, seed: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(coarse(G(signal, e)), target)`` for clean images ``x`` and one degradation."""
-        y = observe(operator, x, sigma, seed)
-        condition = degradation_embedding(operator.task, sigma, x.shape[0]).to(x.device)
-        if self.encoder is None:
-            return inn(x, condition)[0], coarse_target(y, operator, inn.factor, x.shape[1])
-        with torch.no_grad():
-            signal, target = self.encoder(x), latent_target(self.encoder, y, operator, inn.factor)
-        return inn(signal, condition)[0], target
-
     def loss(self, model: WaveletINN, batch_size: int, generator: torch.Generator):
         x = self.sampler.batch(batch_size, generator).to(self.device)
         operator = self.operators[int(torch.randint(len(self.operators), (), generator=generator))]
         sigma = INN_SIGMA_MAX * float(torch.rand((), generator=generator))
         seed = int(torch.randint(2**31, (), generator=generator))
-        coarse, target = self.coarse_pair(model, x, operator, sigma, seed)
+        coarse, target = coarse_and_target(model, x, operator, sigma, seed, self.encoder)
         return F.mse_loss(coarse, target), {}
 
     def finalize(self, network: WaveletINN, generator: torch.Generator) -> None:

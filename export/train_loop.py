@@ -121,7 +121,15 @@ def _atomic_save(payload: dict, path: Path) -> None:
 
 
 def _config(model: ModelMixin) -> dict:
-    return json.loads(json.dumps(dict(model.config)))
+    """The model's config as plain JSON values, every key explicit.
+
+    diffusers lists the arguments that took their default in ``_use_default_values`` and
+    ``from_config`` ignores those keys, which would undo a later ``register_to_config``
+    (the autoencoder's measured latent scale): that list is dropped.
+    """
+    config = json.loads(json.dumps(dict(model.config)))
+    config.pop("_use_default_values", None)
+    return config
 
 
 class TrainingRun:

@@ -42,6 +42,11 @@ NOTES = {
         "downsampling-8 autoencoder (one more block) reached a training L1 of 0.095 against 0.082 for downsampling 4."
     ),
     "sr_vae": "The same weights as `vae` (see its card).",
+    "inn_pixel": (
+        "For denoising and box-average SR the identity INN's box average is already the exact coarse target "
+        "(hence its infinite or float-precision PSNR there): training can only keep it; it has something to learn "
+        "for blur, bicubic SR, inpainting and colourisation."
+    ),
 }
 
 

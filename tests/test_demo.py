@@ -51,12 +51,12 @@ def _check_outputs(out) -> None:
 def test_quick_demo_on_the_bundled_models(tmp_path, demo_args):
     if not (default_models_folder() / MANIFEST).is_file():
         pytest.skip(f"{default_models_folder() / MANIFEST} is absent; train the bundled models with `trt-restore train all`")
-    assert run_demo(demo_args("--out", str(tmp_path), "--quick", "--threads", "1")) == 0
+    assert run_demo(demo_args("--out", str(tmp_path), "--quick")) == 0
     _check_outputs(tmp_path)
 
 
 def test_quick_demo_runs_on_any_model_set(tmp_path, demo_args):
-    assert run_demo(demo_args("--out", str(tmp_path / "sheet"), "--quick", "--model-set", "tiny", "--threads", "1")) == 0
+    assert run_demo(demo_args("--out", str(tmp_path / "sheet"), "--quick", "--model-set", "tiny")) == 0
     _check_outputs(tmp_path / "sheet")
 
 

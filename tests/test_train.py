@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffusers import AutoencoderKL
 from PIL import Image
 from safetensors import safe_open
 
@@ -19,7 +20,7 @@ from trt_restore.export.train import train_main
 from trt_restore.export.train_autoencoder import AutoencoderTask
 from trt_restore.export.train_data import SKIMAGE_SAMPLES, CropSampler, load_pool, training_files
 from trt_restore.export.train_diffusion import LatentDiffusionTask
-from trt_restore.export.train_loop import CHECKPOINT, RunOptions, TrainingRun, read_checkpoint
+from trt_restore.export.train_loop import CHECKPOINT, RunOptions, TrainingRun, read_checkpoint, trained_network
 
 
 @pytest.fixture
@@ -104,7 +105,9 @@ def test_a_run_resumes_from_its_checkpoint(tmp_path, one_thread):
     checkpoint = read_checkpoint(tmp_path, "vae")
     assert checkpoint["step"] == 2
     assert all(math.isfinite(record["loss"]) for record in checkpoint["history"])
-    assert 0 < checkpoint["network_config"]["scaling_factor"] != 1.0  # the measured latent scale
+    scale = checkpoint["network_config"]["scaling_factor"]  # measured: 1/√E[μ²]
+    assert scale not in (1.0, AutoencoderKL().config.scaling_factor)
+    assert trained_network(tmp_path, "vae").config.scaling_factor == scale
 
     second = _vae_run(tmp_path, steps=3)
     assert second.resume()
@@ -151,6 +154,8 @@ def test_every_trainer_runs_and_the_package_loads_as_float32(tmp_path, one_threa
         assert {weights.get_tensor(name).dtype for name in weights.keys()} == {torch.float16}
     assert all(p.dtype == torch.float32 for net in model_set.networks.values() for p in net.parameters())
     assert model_set.meta["roles"]["vae"]["downsample"] == model_set.meta["roles"]["sr_vae"]["downsample"] == 4
+    scale = read_checkpoint(workdir, "vae")["network_config"]["scaling_factor"]
+    assert model_set.meta["roles"]["vae"]["scaling_factor"] == pytest.approx(scale)
     cards = (out / "README.md").read_text()
     assert all(f"## {role}" in cards for role in ROLES)
     assert (workdir / "vae" / CHECKPOINT).is_file()
