@@ -1,0 +1,203 @@
+"""The benchmark harness on a tiny configuration: one method, one 32×32 synthetic image, one repeat."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trt_restore.bench import (
+    GLUE,
+    NESTED_STAGES,
+    Variant,
+    add_bench_arguments,
+    config_from_args,
+    percentiles,
+    render_markdown,
+    run_bench,
+    steps_override,
+    synthetic_image,
+)
+from trt_restore.errors import UserError
+from trt_restore.io import write_image
+from trt_restore.metrics import psnr
+from trt_restore.operators import Degradation, make_operator
+
+SIZE = 32
+STEPS = 2
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    write_image(folder / "synthetic.png", synthetic_image(1, 3, SIZE)[0])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run(image_folder, tmp_path_factory):
+    """The harness through its command-line entry: ldm-sr on the tiny models, torch against onnxruntime."""
+    out = tmp_path_factory.mktemp("bench")
+    args = parse(
+        "--model-set", "tiny", "--methods", "ldm-sr", "--variants", "torch,onnxruntime", "--size", str(SIZE),
+        "--batches", "1", "--repeats", "1", "--steps", str(STEPS), "--threads", "1",
+        "--tasks", "denoise,sr4-bicubic", "--datasets", str(image_folder),
+        "--json", str(out / "bench.json"), "--report-dir", str(out),
+    )
+    assert run_bench(args) == 0
+    return json.loads((out / "bench.json").read_text()), out
+
+
+def test_results_record_the_machine_and_settings(run):
+    results, _ = run
+    machine = results["machine"]
+    for key in ("cpu", "cores", "threads", "torch", "onnxruntime", "git_commit", "torch_threads", "onnxruntime_intra_op_threads"):
+        assert key in machine
+    assert machine["threads"] == machine["torch_threads"] == machine["onnxruntime_intra_op_threads"] == 1
+    assert results["settings"]["variants"] == ["torch", "onnxruntime"]
+    assert results["settings"]["steps"] == STEPS
+
+
+def test_speed_entries_have_consistent_ratios_and_stages(run):
+    results, _ = run
+    entries = {e["variant"]: e for e in results["speed"]}
+    assert set(entries) == {"torch", "onnxruntime"}
+    torch_p50 = entries["torch"]["latency_s"]["p50"]
+    for entry in entries.values():
+        p50 = entry["latency_s"]["p50"]
+        assert entry["speedup_vs_torch"] == pytest.approx(torch_p50 / p50)
+        assert entry["images_per_s"] == pytest.approx(1 / p50)
+        stages = entry["stages"]
+        # STEPS UNet calls and one decode per run, as the LDM-SR loop makes them
+        assert stages["sr_unet"]["calls_per_run"] == STEPS
+        assert stages["decoder"]["calls_per_run"] == 1
+        # with one run, the stages (glue included) add up to the end-to-end time
+        total = sum(s["per_run_s"] for name, s in stages.items() if name not in NESTED_STAGES)
+        assert total == pytest.approx(entry["latency_s"]["runs"][0], rel=1e-9)
+        assert stages[GLUE]["per_run_s"] >= 0
+        assert entry["memory_mb"]["kind"] == "rss"
+    assert entries["torch"]["speedup_vs_torch"] == 1.0
+    # the same seed on both backends gives the same image (fp32 parity)
+    assert entries["onnxruntime"]["max_abs_diff_vs_torch"] < 1e-3
+    (throughput,) = [t for t in results["throughput"] if t["variant"] == "onnxruntime"]
+    assert throughput["best_images_per_s"] == pytest.approx(entries["onnxruntime"]["images_per_s"])
+
+
+def test_baselines_score_the_degraded_input(run, image_folder):
+    results, _ = run
+    rows = {(r["task"], r["method"]): r for r in results["quality"]}
+    x = synthetic_image(1, 3, SIZE)
+    x = torch.round(x * 255) / 255  # what the PNG holds
+    noisy = Degradation(make_operator("denoise", size=(SIZE, SIZE), channels=3), 25 / 255).observe(x, seed=0)
+    assert rows[("denoise", "degraded input")]["psnr"] == pytest.approx(psnr(noisy.clamp(0, 1), x), abs=1e-9)
+    low = Degradation(make_operator("sr4-bicubic", size=(SIZE, SIZE), channels=3), 0.0).observe(x, seed=0)
+    upsampled = F.interpolate(low, size=(SIZE, SIZE), mode="bicubic", align_corners=False).clamp(0, 1)
+    assert rows[("sr4-bicubic", "bicubic")]["psnr"] == pytest.approx(psnr(upsampled, x), abs=1e-9)
+    method = rows[("sr4-bicubic", "ldm-sr")]
+    assert method["images"] == 1 and math.isfinite(method["psnr"]) and -1 <= method["ssim"] <= 1
+    assert ("denoise", "ldm-sr") not in rows  # LDM-SR only does super-resolution
+    assert any(s["what"] == "quality ldm-sr denoise" for s in results["skipped"])
+
+
+def test_markdown_renders_the_numbers_of_the_json(run):
+    results, out = run
+    edited = json.loads(json.dumps(results))
+    baseline = next(r for r in edited["quality"] if r["method"] == "degraded input")
+    baseline["psnr"], baseline["ssim"] = 12.3456, 0.4321
+    fast = next(e for e in edited["speed"] if e["variant"] == "onnxruntime")
+    fast["latency_s"]["p50"], fast["speedup_vs_torch"] = 0.9876, 4.321
+    text = render_markdown(edited)
+    assert "| denoise |" in text and "12.35 / 0.432" in text
+    assert "| ldm-sr | onnxruntime | 0.988 |" in text and "4.32×" in text
+    written = (out / "RESULTS.md").read_text()
+    assert f"{results['quality'][0]['psnr']:.2f}" in written
+    for plot in ("latency_stages.png", "quality_speed.png"):
+        assert f"({plot})" in written
+        assert (out / plot).read_bytes().startswith(b"\x89PNG")
+
+
+def test_percentiles_interpolate_between_order_statistics():
+    summary = percentiles([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert summary["p50"] == 3.0
+    assert summary["p95"] == pytest.approx(4.8)
+    assert percentiles([2.0])["p95"] == 2.0
+
+
+def test_steps_override_names_the_methods_own_field():
+    assert steps_override("reld", 3) == {"iterations": 3}
+    assert steps_override("ddrm", 3) == {"steps": 3}
+    assert steps_override("ldm-sr", None) is None
+
+
+def test_variants_parse_and_tensorrt_needs_a_gpu():
+    assert Variant.parse("onnxruntime-fp16") == Variant("onnxruntime", "fp16")
+    assert Variant.parse("torch").name == "torch"
+    with pytest.raises(UserError, match="unknown variant 'onnx'"):
+        Variant.parse("onnx")
+    if not torch.cuda.is_available():
+        assert "NVIDIA GPU" in Variant.parse("tensorrt-fp16").unavailable_reason()
+    assert Variant.parse("onnxruntime").unavailable_reason() is None
+
+
+def test_bad_flags_are_refused_clearly(tmp_path):
+    with pytest.raises(SystemExit):
+        parse("--variants", "torch,onnx")
+    with pytest.raises(SystemExit):
+        parse("--methods", "nope")
+    with pytest.raises(UserError, match="lists a variant twice"):
+        config_from_args(parse("--variants", "torch,torch"))
+    from trt_restore.bench import dataset_paths
+
+    with pytest.raises(UserError, match="unknown data set 'Set99'"):
+        dataset_paths("Set99")
+    with pytest.raises(UserError, match="holds no images"):
+        dataset_paths(str(tmp_path))
+
+
+def test_lpips_without_its_package_says_so(tmp_path):
+    try:
+        import lpips  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the lpips package is installed here")
+    from trt_restore.bench import LPIPS
+
+    with pytest.raises(UserError, match="needs the 'lpips' package"):
+        LPIPS(tmp_path / "weights.pth")
+
+
+def test_memory_guard_refuses_runs_that_cannot_fit():
+    from trt_restore.bench import MemoryGuard, available_mb
+
+    guard = MemoryGuard()
+    cpu = torch.device("cpu")
+    assert guard.check(("ddrm", "onnxruntime"), cpu, 10**12) is None  # nothing measured yet
+    guard.record(("ddrm", "onnxruntime"), 256 * 256, 1024.0)
+    assert guard.check(("ddrm", "onnxruntime"), cpu, 256 * 256) is None
+    free = available_mb(cpu)
+    if free is None:
+        pytest.skip("this system does not report its available memory")
+    pixels = int(256 * 256 * 2 * free / 1024)  # twice what is available, scaled linearly
+    assert "GiB available" in guard.check(("ddrm", "onnxruntime"), cpu, pixels)
+    assert guard.check(("reld", "onnxruntime"), cpu, pixels) is None  # another variant's record
+
+
+def test_address_space_limit_turns_exhaustion_into_an_error():
+    from trt_restore.bench import Skips, address_space_limit
+
+    skips = Skips(lambda message: None)
+    with address_space_limit(256):
+        result = skips.attempt("huge", lambda: torch.empty(2**36, dtype=torch.uint8).fill_(1))
+    assert result is None and skips.items[0]["what"] == "huge"
+    assert torch.empty(2**26, dtype=torch.uint8).fill_(1).sum() == 2**26  # the limit is lifted again
