@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from trt_restore.data import data_root
 
 
@@ -36,3 +35,12 @@ def data_path():
         return path
 
     return locate
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine the second one only waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

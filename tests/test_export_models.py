@@ -7,11 +7,15 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DModel, VQModel
 from safetensors.torch import load_file, save_file
-
 from trt_restore.errors import UserError
 from trt_restore.export.components import Decoder, Encoder
 from trt_restore.export.inn import WaveletINN
-from trt_restore.export.model_sets import MODEL_SETS, ModelSet, load_model_set, tiny_model_set
+from trt_restore.export.model_sets import (
+    MODEL_SETS,
+    ModelSet,
+    load_model_set,
+    tiny_model_set,
+)
 from trt_restore.export.models import (
     load_autoencoder,
     load_ddpm_unet,
@@ -34,13 +38,7 @@ from trt_restore.methods import COMPONENTS
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine the second one only waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FACTORIES = [

@@ -5,7 +5,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-
 from trt_restore.errors import UserError
 from trt_restore.export.components import Component, Decoder, Encoder
 from trt_restore.export.graph import read_spec
@@ -44,13 +43,7 @@ EXAMPLE_SIZE, TEST_SIZE = (32, 64), (64, 32)
 FP32_RTOL_OF_MAX = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine the second one only waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from trt_restore.export.components import Decoder, DecoderVJP
 from trt_restore.export.onnx_export import export_component
 from trt_restore.export.tiny import tiny_autoencoder_kl, tiny_autoencoder_tiny, tiny_vq
 from trt_restore.export.vjp import vjp_to_onnx
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine the second one only waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _session(path) -> ort.InferenceSession:

@@ -5,7 +5,6 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-
 from trt_restore.errors import UserError
 from trt_restore.export.components import INNForward, INNInverse
 from trt_restore.export.inn import WaveletINN, haar_merge, haar_split
@@ -13,14 +12,7 @@ from trt_restore.export.onnx_export import export_component
 from trt_restore.export.tiny import tiny_inn
 from trt_restore.inn_condition import COND_DIM, degradation_embedding
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine the second one only waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cond(batch: int) -> torch.Tensor:

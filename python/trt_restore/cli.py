@@ -260,6 +260,15 @@ def _add_global_flags(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("--debug", action="store_true", default=default, help="show the full traceback on errors")
 
 
+def _add_bits_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bits",
+        type=int,
+        choices=(8, 16),
+        help="output bits per sample (default: the input's, where the format allows)",
+    )
+
+
 def _task_parameters(pairs: Sequence[tuple[str, ParamValue]]) -> dict[str, ParamValue]:
     params: dict[str, ParamValue] = {}
     for key, value in pairs:
@@ -284,12 +293,7 @@ def add_degrade_arguments(parser: argparse.ArgumentParser) -> None:
         "--sigma", type=noise_level, required=True, help="noise std on the [0, 1] scale, e.g. 0.05 or 25/255"
     )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    parser.add_argument(
-        "--bits",
-        type=int,
-        choices=(8, 16),
-        help="output bits per sample (default: the input's, where the format allows)",
-    )
+    _add_bits_argument(parser)
     parser.add_argument(
         "--param",
         type=task_parameter,
@@ -802,12 +806,7 @@ def add_restore_arguments(parser: CommandParser) -> None:
     parser.add_argument(
         "--every", type=positive_int, metavar="K", help="with --save-intermediates: every K steps (default 1)"
     )
-    parser.add_argument(
-        "--bits",
-        type=int,
-        choices=(8, 16),
-        help="output bits per sample (default: the input's, where the format allows)",
-    )
+    _add_bits_argument(parser)
     parser.add_argument(
         "--tile",
         type=positive_int,
