@@ -425,6 +425,12 @@ class ModelCache:
             self._loaded[key] = Loaded(models, time.perf_counter() - start, memory.get("kept"))
         return self._loaded[key]
 
+    def release(self, method: str) -> None:
+        """Forget the method's models."""
+        for key in [key for key in self._loaded if key[0] == method]:
+            del self._loaded[key]
+        gc.collect()
+
     @property
     def model_set(self):
         if self._model_set is None:
@@ -661,7 +667,15 @@ class Skips:
             return None
 
 
-def speed_entries(method, setting, size, batch, loaded, runs, memory) -> list[dict]:
+def speed_entries(
+    method: str,
+    setting: TaskSetting,
+    size: int,
+    batch: int,
+    loaded: dict[Variant, Loaded],
+    runs: dict[Variant, list[Run]],
+    memory: dict[Variant, dict],
+) -> list[dict]:
     """One JSON entry per variant, with ratios to torch eager and the output's distance to it."""
     reference = runs.get(Variant(REFERENCE))
     reference_p50 = percentiles([r.seconds for r in reference])["p50"] if reference else None
@@ -834,6 +848,7 @@ class Harness:
             if "speed" in config.sections:
                 for method in config.methods:
                     results["speed"] += self.speed(method, config.size, config.batches)
+                    self.release(method)
                 results["throughput"] = throughput(results["speed"])
             if config.scaling:
                 results["scaling"] = self.scaling()
@@ -875,8 +890,9 @@ class Harness:
             for repeat in range(config.repeats):
                 for variant in memory:
                     runs[variant].append(timed_restore(loaded[variant], method, setting, y, config.steps, config.seed))
-                timings = ", ".join(f"{v.name} {r[-1].seconds:.3f}s" for v, r in runs.items())
-                self.log(f"{method} {size}px batch {batch} repeat {repeat + 1}/{config.repeats}: {timings}")
+                if runs:
+                    timings = ", ".join(f"{v.name} {r[-1].seconds:.3f}s" for v, r in runs.items())
+                    self.log(f"{method} {size}px batch {batch} repeat {repeat + 1}/{config.repeats}: {timings}")
             entries += speed_entries(method, setting, size, batch, loaded, runs, memory)
         return entries
 
@@ -894,7 +910,9 @@ class Harness:
                 loaded[variant] = result
         return loaded
 
-    def _warm_up(self, method, variant, loaded: Loaded, setting, y, size) -> dict | None:
+    def _warm_up(
+        self, method: str, variant: Variant, loaded: Loaded, setting: TaskSetting, y: torch.Tensor, size: int
+    ) -> dict | None:
         """The untimed runs, with the memory they need; None (recorded) when the variant cannot run."""
         what = f"speed {method} {variant.name} {size}px batch {y.shape[0]}"
         pixels = size * size * y.shape[0]
@@ -922,10 +940,17 @@ class Harness:
         for method in config.methods:
             for size in config.scaling_sizes:
                 entries += self.speed(method, size, [1])
+                self.release(method)
             batches = [b for b in config.scaling_batches if b != 1]
             if batches:
                 entries += self.speed(method, config.size, batches)
+                self.release(method)
         return entries
+
+    def release(self, method: str) -> None:
+        """Let the method's models go, so that the next method's runs get their memory back
+        (onnxruntime's arena keeps what a session's largest run needed)."""
+        self.cache.release(method)
 
     def quality(self) -> list[dict]:
         """Baseline and methods, per task and data set: mean PSNR, SSIM (and LPIPS) over the images."""
@@ -937,28 +962,38 @@ class Harness:
         reason = variant.unavailable_reason()
         if reason:
             raise UserError(f"--quality-variant {variant.name}: {reason}; pick another variant")
+        settings = [TASK_SETTINGS[task] for task in config.tasks]
+        cases = {
+            (setting.task, dataset): quality_cases(setting, dataset, config.limit, config.seed)
+            for setting in settings
+            for dataset in config.datasets
+        }
         rows = []
-        for task in config.tasks:
-            setting = TASK_SETTINGS[task]
-            probe = make_task_operator(setting, (64, 64), 3)
-            methods = [m for m in config.methods if pipeline_class(m).supports(probe)]
-            for method in [m for m in config.methods if m not in methods]:
-                self.skips.add(f"quality {method} {task}", f"{method} does not support {task}")
+        for setting in settings:
             for dataset in config.datasets:
-                cases = quality_cases(setting, dataset, config.limit, config.seed)
-                scores = [image_scores(baseline(c.y, tuple(c.x.shape[-2:])), c.x, config.crop, lpips) for c in cases]
+                observed = cases[setting.task, dataset]
+                scores = [image_scores(baseline(c.y, tuple(c.x.shape[-2:])), c.x, config.crop, lpips) for c in observed]
                 rows.append(quality_row(baseline_name(setting), "baseline", setting, dataset, scores, []))
-                for method in methods:
-                    self.log(f"quality {method} {task} {dataset_label(dataset)} ({len(cases)} images, {variant.name})")
+        for method in config.methods:
+            for setting in settings:
+                if not pipeline_class(method).supports(make_task_operator(setting, (64, 64), 3)):
+                    self.skips.add(f"quality {method} {setting.task}", f"{method} does not support {setting.task}")
+                    continue
+                for dataset in config.datasets:
+                    observed = cases[setting.task, dataset]
+                    self.log(f"quality {method} {setting.task} {dataset_label(dataset)} ({len(observed)} images, {variant.name})")
                     row = self.skips.attempt(
-                        f"quality {method} {task} {dataset_label(dataset)}",
-                        lambda m=method: self._method_quality(m, variant, setting, dataset, cases, lpips),
+                        f"quality {method} {setting.task} {dataset_label(dataset)}",
+                        lambda: self._method_quality(method, variant, setting, dataset, observed, lpips),
                     )
                     if row is not None:
                         rows.append(row)
+            self.release(method)
         return rows
 
-    def _method_quality(self, method, variant, setting, dataset, cases, lpips) -> dict:
+    def _method_quality(
+        self, method: str, variant: Variant, setting: TaskSetting, dataset: str, cases: list[Case], lpips: LPIPS | None
+    ) -> dict:
         config = self.config
         loaded = self.cache.get(method, variant, config.size, setting.scale)
         scores, seconds = [], []
