@@ -51,7 +51,8 @@ def test_decoder_vjp_onnx_matches_autograd(tmp_path, precision):
     assert spec.outputs[0].shape == (1, 4, 16, 24) and spec.meta["static_shapes"]
     model = onnx.load(str(tmp_path / "vjp.onnx"))
     assert all(d.dim_value > 0 for v in model.graph.input for d in v.type.tensor_type.shape.dim)
-    assert {"ConvTranspose", "InstanceNormalization", "Softmax"} <= {n.op_type for n in model.graph.node}
+    ops = {n.op_type for n in model.graph.node}
+    assert {"Conv", "InstanceNormalization", "Softmax"} <= ops and "ConvTranspose" not in ops  # all strides are 1
 
     generator = torch.Generator().manual_seed(3)
     latent, cotangent = torch.randn(1, 4, 16, 24, generator=generator), torch.randn(1, 3, 32, 48, generator=generator)
@@ -61,18 +62,21 @@ def test_decoder_vjp_onnx_matches_autograd(tmp_path, precision):
 
 
 class _BackwardOps(nn.Module):
-    """VJP of convolutions with stride 2 on odd sizes, groups and dilation, and nearest upsampling."""
+    """VJP of convolutions with stride 2 on odd sizes, groups and dilation, a non-square kernel
+    with stride 1 (whose adjoint is a flipped convolution), and nearest upsampling."""
 
     def __init__(self):
         super().__init__()
         generator = torch.Generator().manual_seed(0)
         self.w1 = nn.Parameter(torch.randn(4, 2, 3, 3, generator=generator))
         self.w2 = nn.Parameter(torch.randn(4, 2, 3, 3, generator=generator))
+        self.w3 = nn.Parameter(torch.randn(3, 4, 3, 5, generator=generator))
 
     def function(self, x: torch.Tensor) -> torch.Tensor:
         y = F.conv2d(x, self.w1, stride=2, padding=1)  # 9x7 -> 5x4: needs output padding on the way back
         y = F.interpolate(y, scale_factor=(2, 3), mode="nearest")
-        return F.conv2d(y, self.w2, padding=2, dilation=2, groups=2)
+        y = F.conv2d(y, self.w2, padding=2, dilation=2, groups=2)
+        return F.conv2d(y, self.w3, padding=(0, 1))
 
     def forward(self, x: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
@@ -82,10 +86,10 @@ class _BackwardOps(nn.Module):
 
 def test_backward_translations(tmp_path):
     module = _BackwardOps()
-    x, cotangent = torch.randn(2, 2, 9, 7), torch.randn(2, 4, 10, 12)
+    x, cotangent = torch.randn(2, 2, 9, 7), torch.randn(2, 3, 8, 10)
     model = vjp_to_onnx(module, (x, cotangent), ["x", "cotangent"], ["grad"], opset=18)
     ops = {n.op_type for n in model.graph.node}
-    assert {"ConvTranspose", "AveragePool"} <= ops
+    assert {"ConvTranspose", "Conv", "AveragePool"} <= ops
     onnx.save(model, tmp_path / "ops.onnx")
     (grad,) = _session(tmp_path / "ops.onnx").run(None, {"x": x.numpy(), "cotangent": cotangent.numpy()})
     np.testing.assert_allclose(grad, _autograd_vjp(module.function, x, cotangent).numpy(), rtol=0, atol=1e-4)
