@@ -67,11 +67,11 @@ def _cached_hub_snapshot(repo_id: str) -> Path:
         try:
             return Path(snapshot_download(repo_id, local_files_only=True))
         except (LocalEntryNotFoundError, HFValidationError):
-            pass
-    raise UserError(
-        f"model '{repo_id}' is neither a folder nor a hub id in the local cache; "
-        f"download it first (`hf download {repo_id}`) or pass a local folder"
-    )
+            raise UserError(
+                f"model '{repo_id}' is neither a folder nor a hub id in the local cache; "
+                f"download it first (`hf download {repo_id}`) or pass a local folder"
+            ) from None
+    raise UserError(f"model folder '{repo_id}' not found; pass an existing diffusers model folder or a hub id")
 
 
 def read_json(path: Path) -> dict:

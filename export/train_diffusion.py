@@ -1,9 +1,16 @@
 """Training of the three denoising UNets: ``unet`` (latent), ``sr_unet`` (LDM-SR) and ``pixel_unet`` (DDRM).
 
-All three are ε-prediction DDPMs. With ``x₀`` a clean sample, ``t ~ U{0, …, T−1}`` and
+All three are DDPMs. With ``x₀`` a clean sample, ``t ~ U{0, …, T−1}`` and
 ``ε ~ N(0, I)``:
 
-    x_t = √ᾱ_t x₀ + √(1 − ᾱ_t) ε,    L = mean ‖ε_θ([x_t, c], t) − ε‖²
+    x_t = √ᾱ_t x₀ + √(1 − ᾱ_t) ε,    L = mean ‖f_θ([x_t, c], t) − target‖²
+
+with ``target = ε`` (ε-prediction) for ``unet`` and ``pixel_unet``, and
+``target = v = √ᾱ_t ε − √(1 − ᾱ_t) x₀`` (v-prediction) for ``sr_unet``. Near ``t = T``,
+``x_t`` is almost pure noise, so an ε-loss barely depends on ``x₀`` and a conditional
+model never learns to read its condition there: sampled from pure noise, the first
+ε-trained SR UNet kept the prior's mean colour whatever the low-resolution input was.
+The v-loss weights ``x₀`` fully at ``t = T``.
 
 where ``c`` is empty except for the SR UNet, conditioned by concatenation on
 ``c = 2y − 1``, the low-resolution observation ``y = A x + σ n`` (box or bicubic
@@ -79,7 +86,8 @@ class LatentBank:
 
 
 class DiffusionTask:
-    """ε-prediction training of a ``UNet2DModel`` (module docstring); subclasses give x₀ and c."""
+    """Training of a ``UNet2DModel`` for its schedule's prediction type (module docstring);
+    subclasses give x₀ and c."""
 
     name: str
     schedule_meta: dict
@@ -108,7 +116,10 @@ class DiffusionTask:
         alpha = self.alphas_cumprod[steps].view(-1, 1, 1, 1)
         noisy = alpha.sqrt() * x0 + (1 - alpha).sqrt() * noise
         inputs = noisy if condition is None else torch.cat((noisy, condition), dim=1)
-        loss = F.mse_loss(model(inputs, steps.float()).sample, noise)
+        target = noise
+        if self.schedule_meta["prediction_type"] == "v_prediction":
+            target = alpha.sqrt() * noise - (1 - alpha).sqrt() * x0
+        loss = F.mse_loss(model(inputs, steps.float()).sample, target)
         return loss, {}
 
     def finalize(self, network: UNet2DModel, generator: torch.Generator) -> None:
@@ -169,7 +180,7 @@ class SRDiffusionTask(_LatentTask):
     """``sr_unet``: LDM-SR on ``concat(z_t, 2y − 1)`` with ``y`` the crop downsampled by the VAE's factor."""
 
     name = "sr_unet"
-    schedule_meta = LDM_SR_SCHEDULE
+    schedule_meta = {**LDM_SR_SCHEDULE, "prediction_type": "v_prediction"}
 
     def build_model(self) -> UNet2DModel:
         c = self.latent_channels

@@ -29,7 +29,7 @@ def manifest_of(**fields) -> dict:
         "model_set": {"name": "tiny", "meta": {"schedulers": {"pixel_unet": {"beta_schedule": "linear"}}}},
         "backend": "tensorrt",
         "precision": "fp16",
-        "tensorrt": {"flavour": "tensorrt_rtx", "version": "1.7.1.116", "compute_capabilities": ["8.0+"]},
+        "tensorrt": {"flavour": "tensorrt_rtx", "version": "1.7.1.116", "compute_capabilities": ["8.0", "8.6", "8.9", "12.0"]},
         "components": {
             "pixel_unet": {"entry": "pixel_unet.plan", "spec": tiny_spec("float16").to_json(), "profiles": []}
         },
@@ -172,8 +172,8 @@ def test_foreign_engines_are_refused_on_this_machine(bundle_path):
 
 
 def test_compute_capability_targets():
-    assert supports_compute_capability(["8.0+"], "8.6") and supports_compute_capability(["8.0+"], "12.0")
-    assert not supports_compute_capability(["8.0+"], "7.5")
+    assert supports_compute_capability(["8.0", "12.0"], "12.0") and supports_compute_capability(["8"], "8.0")
+    assert not supports_compute_capability(["8.0", "8.6", "8.9", "12.0"], "9.0")
     assert supports_compute_capability(["7.5", "8.6"], "7.5") and not supports_compute_capability(["8.6"], "8.9")
 
 

@@ -178,7 +178,7 @@ ERROR_CASES = {
     ),
     "missing model set": ErrorCase(
         lambda f, i, b: [i / FIRST, "--method", "ddrm", "--model-set", f / "nonexistent"],
-        "is neither a folder nor a hub id",
+        "not found; pass an existing diffusers model folder or a hub id",
         base=WITH_BUNDLE,
     ),
     "tile too small": ErrorCase(lambda f, i, b: [i / FIRST, "--tile", "4"], "is too small"),

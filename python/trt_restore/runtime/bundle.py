@@ -54,11 +54,8 @@ def _capability(text: str) -> tuple[int, int]:
 
 
 def supports_compute_capability(targets: Sequence[str], capability: str) -> bool:
-    """Whether a GPU of ``capability`` (``"8.6"``) is among ``targets``; ``"8.0+"`` means 8.0 and later."""
-    have = _capability(capability)
-    return any(
-        have >= _capability(target[:-1]) if target.endswith("+") else have == _capability(target) for target in targets
-    )
+    """Whether a GPU of ``capability`` (``"8.6"``) is among the engine's build ``targets``."""
+    return _capability(capability) in {_capability(target) for target in targets}
 
 
 @dataclass(frozen=True)
