@@ -159,3 +159,5 @@ def test_every_trainer_runs_and_the_package_loads_as_float32(tmp_path, one_threa
     cards = (out / "README.md").read_text()
     assert all(f"## {role}" in cards for role in ROLES)
     assert (workdir / "vae" / CHECKPOINT).is_file()
+    assert (out / "training_curves.png").read_bytes().startswith(b"\x89PNG") and "training_curves.png" in cards
+    assert load_model_set(out).schedulers["sr_unet"]["prediction_type"] == "v_prediction"
