@@ -149,6 +149,15 @@ def test_variants_parse_and_tensorrt_needs_a_gpu():
     assert Variant.parse("onnxruntime").unavailable_reason() is None
 
 
+def test_report_from_an_earlier_results_file_is_the_same(run, tmp_path, capsys):
+    results, out = run
+    assert run_bench(parse("--from-json", str(out / "bench.json"), "--report-dir", str(tmp_path), "--no-plots")) == 0
+    assert (tmp_path / "RESULTS.md").read_text() == render_markdown(results) + "\n"
+    (tmp_path / "other.json").write_text('{"format": "something else"}')
+    with pytest.raises(UserError, match="is not a trt-restore benchmark results file"):
+        run_bench(parse("--from-json", str(tmp_path / "other.json"), "--report-dir", str(tmp_path)))
+
+
 def test_bad_flags_are_refused_clearly(tmp_path):
     with pytest.raises(SystemExit):
         parse("--variants", "torch,onnx")

@@ -1318,6 +1318,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--json", type=Path, default=Path("benchmarks/results/bench.json"), help="results file (default benchmarks/results/bench.json)")
     output.add_argument("--report-dir", type=Path, default=Path("benchmarks"), help="where RESULTS.md and the plots go (default benchmarks)")
     output.add_argument("--no-plots", action="store_true", help="write no PNG plots")
+    output.add_argument("--from-json", type=Path, metavar="JSON",
+                        help="measure nothing: write RESULTS.md and the plots of an earlier run's results file")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -1345,18 +1347,33 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmarks, write the JSON, ``RESULTS.md`` and the plots; print where they are."""
-    config = config_from_args(args)
+    if args.from_json is not None:
+        results = read_results(args.from_json)
+        written = write_report(results, args.report_dir, plots=not args.no_plots)
+    else:
+        config = config_from_args(args)
 
-    def log(message: str) -> None:
-        print(f"[bench] {message}", file=sys.stderr, flush=True)
+        def log(message: str) -> None:
+            print(f"[bench] {message}", file=sys.stderr, flush=True)
 
-    results = run_benchmarks(config, log)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=1) + "\n")
-    written = write_report(results, args.report_dir, plots=not args.no_plots)
-    for path in (args.json, *written):
+        results = run_benchmarks(config, log)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+        written = [args.json, *write_report(results, args.report_dir, plots=not args.no_plots)]
+    for path in written:
         print(path)
     return 0
+
+
+def read_results(path: Path) -> dict:
+    """A results file written by this harness."""
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot read benchmark results '{path}': {error}") from None
+    if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
+        raise UserError(f"'{path}' is not a trt-restore benchmark results file")
+    return results
 
 
 __all__ = [
