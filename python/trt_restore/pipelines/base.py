@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..operators import Operator
+from ..runtime.graphs import capturing
 from .schedule import NoiseSchedule
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Models:
         self.trainable = dict(trainable or {})
         self.fallbacks = dict(fallbacks or {})  # fp32 engines that rerun a component whose output is not finite
         self.timings: dict[str, list[float]] = defaultdict(list)
+        self._finite: torch.Tensor | None = None
 
     def engine(self, component: str):
         try:
@@ -61,14 +63,32 @@ class Models:
 
         A NaN or Inf in the outputs is caught at once: the component reruns on its fp32
         fallback engine with a warning when there is one, else the run stops with an error.
+        Under :meth:`deferred_checks` the check only updates the device flag instead.
         """
         engine = self.engine(component)
         start = time.perf_counter()
         outputs = engine(**inputs)
-        if not all(bool(torch.isfinite(out).all()) for out in outputs.values()):
+        if self._finite is not None:
+            for out in outputs.values():
+                self._finite.logical_and_(torch.isfinite(out).all())
+        elif not all(bool(torch.isfinite(out).all()) for out in outputs.values()):
             outputs = self._rerun_in_fp32(component, inputs)
-        self.timings[component].append(time.perf_counter() - start)
+        if not capturing():
+            self.timings[component].append(time.perf_counter() - start)
         return next(iter(outputs.values())) if len(outputs) == 1 else outputs
+
+    @contextmanager
+    def deferred_checks(self, finite: torch.Tensor):
+        """Within: :meth:`call` does not wait for the GPU to check outputs; it ANDs their finiteness into ``finite``.
+
+        That keeps the calls free of host synchronisation, so CUDA graphs can record them
+        (see :class:`~trt_restore.runtime.graphs.LoopGraphs`, which reads the flag after the loop).
+        """
+        self._finite = finite
+        try:
+            yield
+        finally:
+            self._finite = None
 
     def _rerun_in_fp32(self, component: str, inputs) -> dict[str, torch.Tensor]:
         fallback = self.fallbacks.get(component)
@@ -122,7 +142,8 @@ def stage(timings: dict[str, list[float]], name: str):
     """Time a pipeline stage (data step, SVD projection, …) for ``--verbose`` reports."""
     start = time.perf_counter()
     yield
-    timings[name].append(time.perf_counter() - start)
+    if not capturing():
+        timings[name].append(time.perf_counter() - start)
 
 
 class Pipeline:
@@ -191,3 +212,12 @@ def config_fields(config_type: type) -> list[dataclasses.Field]:
 def hyper(default: Any, help: str) -> Any:
     """A ``Config`` field with a default and a help text for its command-line flag."""
     return dataclasses.field(default=default, metadata={"help": help})
+
+
+def cuda_graphs_setting() -> Any:
+    """The ``--cuda-graphs`` field of the methods whose loop step can be captured (see ``runtime/graphs.py``)."""
+    return hyper(
+        "auto",
+        "auto: on a CUDA device with TensorRT or torch engines, replay the loop step as a CUDA graph "
+        "(the same result as off, bit for bit); off: launch every kernel from the host",
+    )

@@ -19,13 +19,15 @@ Images are mapped to the model's [−1, 1] range: ``x_m = 2x − 1``, so ``y_m =
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from .. import kernels
 from ..operators import Operator
-from .base import Noise, Pipeline, StepCallback, hyper, stage
+from ..runtime.graphs import LoopGraphs, step_table
+from .base import Noise, Pipeline, StepCallback, cuda_graphs_setting, hyper, stage
 from .schedule import NoiseSchedule
 
 
@@ -34,6 +36,7 @@ class DDRMConfig:
     steps: int = hyper(20, "number of DDRM steps T (grid 0, 1000/T, …)")
     eta: float = hyper(0.85, "η (η_A = η_C): stochasticity of the unobserved and less-noisy coefficients")
     eta_b: float = hyper(1.0, "η_B: weight of the observation on the noisier-than-y coefficients")
+    cuda_graphs: str = cuda_graphs_setting()
 
 
 class SpectralProblem:
@@ -81,44 +84,58 @@ def ddrm_sample(
     config: DDRMConfig,
     sigma_y: float,
     noise: Noise,
+    graphs: LoopGraphs,
     timings,
     callback: StepCallback | None = None,
+    draw_shapes: Sequence[tuple[int, ...]] = (),
 ) -> torch.Tensor:
     """Run the DDRM sampler in the model's range; returns the final x̂₀ (B, C, H, W) in [−1, 1].
 
-    ``predict_x0_eps(x_t, t) -> (x̂₀, ε̂)`` is the clean-image predictor: a pixel UNet for
-    DDRM, the SR latent diffusion model for DDRM-LDM.
+    ``predict_x0_eps(x_t, t, √ᾱ_t, √(1−ᾱ_t), *draws) -> (x̂₀, ε̂)`` is the clean-image
+    predictor (a pixel UNet for DDRM, the SR latent diffusion model for DDRM-LDM); the
+    step's scalars come as 0-dim tensors and ``draws`` are fresh Gaussian noise of
+    ``draw_shapes``, so that ``graphs`` can capture the predictor and the Vᵀ projections as
+    one CUDA graph. The spectral update and V run after it, eagerly.
     """
     total = schedule.num_train_timesteps
     schedule.check_steps(config.steps)
     grid = list(range(0, total, total // config.steps))  # as the reference: T // steps may leave a few extra steps
     pairs = list(zip(reversed(grid), reversed([-1] + grid[:-1])))
     batch = problem.ut_y.shape[0]
-    x = problem.initial_state(schedule.sigma(grid[-1]), sigma_y, noise.randn(batch, *problem.image_shape[1:]))
-    x0 = x
-    for step, (t, t_next) in enumerate(pairs):
-        x0, eps = predict_x0_eps(x, t)
+    table = step_table(
+        [(t, math.sqrt(schedule.alpha(t)), math.sqrt(1 - schedule.alpha(t))) for t, _ in pairs], problem.ut_y.device
+    )
+
+    def project(x_t: torch.Tensor, scalars: torch.Tensor, *draws: torch.Tensor):
+        x0, eps = predict_x0_eps(x_t, *scalars.unbind(), *draws)
         with stage(timings, "svd projections"):
-            vt_x0 = problem.to_spectral(x0)
-            vt_eps = problem.to_spectral(eps)
-        with stage(timings, "data step"):
-            vt_next = kernels.ddrm_spectral_update(
-                vt_x0,
-                vt_eps,
-                problem.ut_y,
-                problem.singulars,
-                noise.like(vt_x0),
-                schedule.sigma(t_next) if t_next >= 0 else 0.0,
-                sigma_y,
-                config.eta,
-                config.eta_b,
-            )
-        with stage(timings, "svd projections"):
-            x = math.sqrt(schedule.alpha(t_next)) * problem.to_image(vt_next)
-        if callback is not None:
-            callback(step + 1, len(pairs), lambda x0=x0: (x0 + 1) / 2)
-    # The last step lands on ᾱ = 1 with σ' = 0, so x is the final denoised estimate.
-    return x
+            return problem.to_spectral(x0), problem.to_spectral(eps), x0
+
+    def sample() -> torch.Tensor:
+        x = problem.initial_state(schedule.sigma(grid[-1]), sigma_y, noise.randn(batch, *problem.image_shape[1:]))
+        step = graphs.step(project, len(pairs))
+        for k, (t, t_next) in enumerate(pairs):
+            vt_x0, vt_eps, x0 = step(x, table[k], *(noise.randn(*shape) for shape in draw_shapes))
+            with stage(timings, "data step"):
+                vt_next = kernels.ddrm_spectral_update(
+                    vt_x0,
+                    vt_eps,
+                    problem.ut_y,
+                    problem.singulars,
+                    noise.like(vt_x0),
+                    schedule.sigma(t_next) if t_next >= 0 else 0.0,
+                    sigma_y,
+                    config.eta,
+                    config.eta_b,
+                )
+            with stage(timings, "svd projections"):
+                x = math.sqrt(schedule.alpha(t_next)) * problem.to_image(vt_next)
+            if callback is not None:
+                callback(k + 1, len(pairs), lambda x0=x0: (x0 + 1) / 2)
+        # The last step lands on ᾱ = 1 with σ' = 0, so x is the final denoised estimate.
+        return x
+
+    return graphs.run(sample, noise.generator)
 
 
 class DDRM(Pipeline):
@@ -137,10 +154,12 @@ class DDRM(Pipeline):
         schedule = self.models.schedule("pixel_unet")
         problem = SpectralProblem.from_observation(operator, y)
 
-        def predict(x_t, t):
-            timestep = torch.full((x_t.shape[0],), float(t), device=x_t.device)
-            out = self.models.call("pixel_unet", sample=x_t, timestep=timestep)
-            return schedule.split_prediction(out, x_t, t)
+        def predict(x_t, t, sa, sb):
+            out = self.models.call("pixel_unet", sample=x_t, timestep=t.expand(x_t.shape[0]))
+            return schedule.split_with(out, x_t, sa, sb)
 
-        x = ddrm_sample(problem, predict, schedule, self.config, 2 * sigma, noise, self.models.timings, callback)
+        graphs = LoopGraphs(self.models, self.config.cuda_graphs, y.device)
+        x = ddrm_sample(
+            problem, predict, schedule, self.config, 2 * sigma, noise, graphs, self.models.timings, callback
+        )
         return (x + 1) / 2

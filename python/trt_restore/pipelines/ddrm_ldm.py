@@ -16,10 +16,7 @@ autoencoder's downsampling factor.
 
 from __future__ import annotations
 
-import math
-
-import torch
-
+from ..runtime.graphs import LoopGraphs
 from .base import Pipeline
 from .ddrm import DDRMConfig, SpectralProblem, ddrm_sample
 from .ldm_sr import low_resolution_condition, sr_scale
@@ -42,16 +39,21 @@ class DDRMLDM(Pipeline):
         schedule = self.models.schedule("sr_unet")
         problem = SpectralProblem.from_observation(operator, y)
 
-        def predict(x_t, t):
-            a = schedule.alpha(t)
-            estimate = ((x_t / math.sqrt(a) + 1) / 2).clamp(0, 1)
+        def predict(x_t, t, sa, sb, latent_noise):
+            estimate = ((x_t / sa + 1) / 2).clamp(0, 1)
             z_e = self.models.call("encoder", image=estimate)
-            z_t = schedule.add_noise(z_e, noise.like(z_e), t)
-            timestep = torch.full((x_t.shape[0],), float(t), device=x_t.device)
-            out = self.models.call("sr_unet", latent=z_t, lr_image=lr, timestep=timestep)
-            z0, _ = schedule.split_prediction(out, z_t, t)
+            z_t = sa * z_e + sb * latent_noise  # NoiseSchedule.add_noise with the step's √ᾱ_t, √(1 − ᾱ_t)
+            out = self.models.call("sr_unet", latent=z_t, lr_image=lr, timestep=t.expand(x_t.shape[0]))
+            z0, _ = schedule.split_with(out, z_t, sa, sb)
             x0 = 2 * self.models.call("decoder", latent=z0) - 1
-            return x0, schedule.epsilon_from_x0(x0, x_t, t)
+            return x0, (x_t - sa * x0) / sb  # NoiseSchedule.epsilon_from_x0
 
-        x = ddrm_sample(problem, predict, schedule, self.config, 2 * sigma, noise, self.models.timings, callback)
+        batch, _, height, width = problem.image_shape
+        factor = self.models.latent_factor
+        latent_shape = (batch, self.models.latent_channels, height // factor, width // factor)
+        graphs = LoopGraphs(self.models, self.config.cuda_graphs, y.device)
+        timings = self.models.timings
+        x = ddrm_sample(
+            problem, predict, schedule, self.config, 2 * sigma, noise, graphs, timings, callback, [latent_shape]
+        )
         return (x + 1) / 2

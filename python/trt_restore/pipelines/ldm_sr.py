@@ -11,19 +11,22 @@ The super-resolution factor is fixed by the autoencoder's downsampling factor.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import UserError
 from ..operators import Operator
-from .base import Pipeline, hyper, pad_to
+from ..runtime.graphs import LoopGraphs, step_table
+from .base import Pipeline, cuda_graphs_setting, hyper, pad_to
 
 
 @dataclass
 class LDMSRConfig:
     steps: int = hyper(50, "DDIM steps")
     eta: float = hyper(0.0, "DDIM η (0: deterministic, 1: DDPM-like)")
+    cuda_graphs: str = cuda_graphs_setting()
 
 
 def ddim_pairs(schedule, steps: int) -> list[tuple[int, int]]:
@@ -68,13 +71,30 @@ class LDMSR(Pipeline):
     def run(self, y, operator, sigma, noise, callback):
         lr = low_resolution_condition(self.models, operator, y)
         schedule = self.models.schedule("sr_unet")
-        z = noise.randn(y.shape[0], self.models.latent_channels, *lr.shape[-2:])
         pairs = ddim_pairs(schedule, self.config.steps)
-        for step, (t, t_prev) in enumerate(pairs):
-            timestep = torch.full((z.shape[0],), float(t), device=z.device)
-            out = self.models.call("sr_unet", latent=z, lr_image=lr, timestep=timestep)
-            z0, eps = schedule.split_prediction(out, z, t)
-            z = schedule.ddim_step(z0, eps, t, t_prev, self.config.eta, noise.like(z) if self.config.eta > 0 else None)
-            if callback is not None:
-                callback(step + 1, len(pairs), lambda z0=z0: self.models.call("decoder", latent=z0))
-        return self.models.call("decoder", latent=z)
+        eta = self.config.eta
+        rows = []
+        for t, t_prev in pairs:
+            a = schedule.alpha(t)
+            rows.append((t, math.sqrt(a), math.sqrt(1 - a), *schedule.ddim_coefficients(t, t_prev, eta)))
+        table = step_table(rows, y.device)
+
+        def ddim(z, scalars, *draws):
+            """One DDIM step with the step's scalars as tensors (:meth:`NoiseSchedule.ddim_step`)."""
+            t, sa, sb, x0_weight, eps_weight, std = scalars.unbind()
+            out = self.models.call("sr_unet", latent=z, lr_image=lr, timestep=t.expand(z.shape[0]))
+            z0, eps = schedule.split_with(out, z, sa, sb)
+            z_next = x0_weight * z0 + eps_weight * eps
+            return (z_next + std * draws[0] if draws else z_next), z0
+
+        def sample():
+            z = noise.randn(y.shape[0], self.models.latent_channels, *lr.shape[-2:])
+            step = graphs.step(ddim, len(pairs))
+            for k in range(len(pairs)):
+                z, z0 = step(z, table[k], *((noise.like(z),) if eta > 0 else ()))
+                if callback is not None:
+                    callback(k + 1, len(pairs), lambda z0=z0: self.models.call("decoder", latent=z0))
+            return z.clone()  # a captured step's output buffer is the graph's
+
+        graphs = LoopGraphs(self.models, self.config.cuda_graphs, y.device)
+        return self.models.call("decoder", latent=graphs.run(sample, noise.generator))

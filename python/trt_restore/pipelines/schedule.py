@@ -17,6 +17,8 @@ from ..errors import UserError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
+Scalar = float | torch.Tensor
+
 
 def _betas(schedule: str, start: float, end: float, steps: int) -> torch.Tensor:
     if schedule == "linear":
@@ -110,7 +112,12 @@ class NoiseSchedule:
     def split_prediction(self, model_output: torch.Tensor, x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(x̂₀, ε̂) from the network output at step t."""
         a = self.alpha(t)
-        sa, sb = math.sqrt(a), math.sqrt(1 - a)
+        return self.split_with(model_output, x_t, math.sqrt(a), math.sqrt(1 - a))
+
+    def split_with(
+        self, model_output: torch.Tensor, x_t: torch.Tensor, sa: Scalar, sb: Scalar
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x̂₀, ε̂) given ``sa = √ᾱ_t`` and ``sb = √(1 − ᾱ_t)``, floats or 0-dim tensors (a captured step's)."""
         if self.prediction_type == "epsilon":
             return (x_t - sb * model_output) / sa, model_output
         if self.prediction_type == "v_prediction":
@@ -141,9 +148,14 @@ class NoiseSchedule:
         ``x_{t'} = √ᾱ_{t'} x̂₀ + √(1 − ᾱ_{t'} − s²) ε̂ + s z`` with
         ``s = η √((1 − ᾱ_{t'})/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t'})``.
         """
-        a, a_prev = self.alpha(t), self.alpha(t_prev)
-        std = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
-        out = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - std**2, 0.0)) * eps
+        x0_weight, eps_weight, std = self.ddim_coefficients(t, t_prev, eta)
+        out = x0_weight * x0 + eps_weight * eps
         if std > 0:
             out = out + std * noise
         return out
+
+    def ddim_coefficients(self, t: int, t_prev: int, eta: float) -> tuple[float, float, float]:
+        """``(√ᾱ_{t'}, √(1 − ᾱ_{t'} − s²), s)``, the weights of x̂₀, ε̂ and the noise in :meth:`ddim_step`."""
+        a, a_prev = self.alpha(t), self.alpha(t_prev)
+        std = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+        return math.sqrt(a_prev), math.sqrt(max(1 - a_prev - std**2, 0.0)), std
