@@ -331,6 +331,8 @@ COLORIZE = "colorize"
 SETTING_PREFIX = "setting_"
 """Namespace prefix of the method-setting flags, so that they cannot collide with ``restore``'s own."""
 INTERMEDIATE_NAME = "{stem}_step{step:03d}.png"
+RAY_LOCAL = "local"
+"""The value of a bare ``--ray``: start Ray on this machine."""
 MODEL_SET_HELP = "networks to {purpose}: tiny, bundled (default: the models shipped with trt-restore) or a folder"
 SUMMARY_NAME = "restore_summary.json"
 """The batch summary that ``restore`` writes beside its outputs (``--summary`` names another path)."""
@@ -555,6 +557,57 @@ def plan_outputs(inputs: Sequence[Path], output: Path) -> list[tuple[Path, Path]
     return pairs
 
 
+@dataclass(frozen=True)
+class EngineSource:
+    """Where a request's engines come from: calling it loads them for a restored size and a tile.
+
+    It holds no engines itself, so it pickles cheaply to the processes that load them.
+    """
+
+    method: str
+    engine: Path | None
+    model_set: str
+    backend: str
+    device: str | None
+    threads: int | None
+    adapt: bool
+    scale: int
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, request: RestoreRequest) -> EngineSource:
+        adapt = bool(request.settings.get("adapt"))
+        return cls(
+            request.method,
+            args.engine,
+            model_set_name(args),
+            args.backend,
+            args.device,
+            args.threads,
+            adapt,
+            request.scale,
+        )
+
+    def __call__(self, size: tuple[int, int], tile: int | None) -> tuple[str, Models]:
+        from .api import load_models
+
+        return load_models(
+            self.method,
+            engine=self.engine,
+            model_set=self.model_set,
+            backend=self.backend,
+            device=self.device,
+            image_size=size,
+            scale=self.scale,
+            threads=self.threads,
+            adapt=self.adapt,
+            tile=tile,
+        )
+
+    def cache(self, tile: int | None) -> EngineCache:
+        """An empty :class:`EngineCache` that loads from this source."""
+        return EngineCache(self, self.scale, reloadable=self.engine is None, tile=tile)
+
+
 class EngineCache:
     """The method's engines, loaded once and reused for every image.
 
@@ -766,9 +819,9 @@ def add_restore_arguments(parser: CommandParser) -> None:
     parser.add_argument(
         "-o",
         "--output",
-        type=Path,
         required=True,
-        help="output image (one input) or folder (created); in a folder, outputs keep the input names, as .png",
+        help="output image (one input) or folder (created); in a folder, outputs keep the input names, as .png; "
+        "with --ray also a URI (s3://, gs://, file://)",
     )
     parser.add_argument(
         "--method", choices=METHODS, help=f"restoration method (default: the bundle's, else {DEFAULT_METHOD})"
@@ -834,7 +887,33 @@ def add_restore_arguments(parser: CommandParser) -> None:
         f"{SUMMARY_NAME} beside the outputs)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    cluster = parser.add_argument_group(
+        "Ray", "run the batch on a Ray cluster (pip install 'trt-restore[ray]'); INPUTs may then be URIs too"
+    )
+    add_ray_argument(cluster, "restore on")
+    cluster.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="actors, each holding the engines (default: one per GPU, else one per --threads CPUs)",
+    )
+    cluster.add_argument(
+        "--batch-size", type=positive_int, metavar="N", help="images per task, of similar sizes (default 8)"
+    )
     parser.defer(add_method_settings)
+
+
+def add_ray_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, purpose: str) -> None:
+    """``--ray [ADDRESS]``: no address starts Ray on this machine; ``auto`` joins the cluster that
+    ``ray start`` made here; ``HOST:PORT`` or ``ray://HOST:PORT`` joins a remote one."""
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const=RAY_LOCAL,
+        metavar="ADDRESS",
+        help=f"{purpose} Ray: alone, a new Ray on this machine; auto, the cluster that `ray start` made here; "
+        "HOST:PORT or ray://HOST:PORT, a remote cluster",
+    )
 
 
 def run_restore(args: argparse.Namespace) -> int:
@@ -843,57 +922,64 @@ def run_restore(args: argparse.Namespace) -> int:
     The request (method, task, parameters, engines) is checked on the first input that
     decodes, before anything is written: a problem there stops the run with status 2.
     A batch (or ``--summary``) gets a JSON summary, saved also when the run is interrupted.
+    With ``--ray`` the batch runs on a Ray cluster (:mod:`trt_restore.distributed.batch`).
     """
-    import torch
-
-    from .api import load_models
-    from .io import output_format
-
     if args.every is not None and args.save_intermediates is None:
         raise UserError("--every applies to --save-intermediates; add --save-intermediates DIR")
+    if args.ray is not None:
+        from .distributed.batch import run_restore_on_ray
+
+        return run_restore_on_ray(args)
+    if args.workers is not None or args.batch_size is not None:
+        raise UserError("--workers and --batch-size apply to --ray; add --ray or drop them")
+    import torch
+
     request = restore_request(args)
-    pairs = plan_outputs(collect_inputs(args.inputs), args.output)
-    bit_depths = output_format(pairs[0][1]).bit_depths  # one format for all: a single file, or .png in a folder
-    if args.bits is not None and args.bits not in bit_depths:
-        raise UserError(f"{pairs[0][1].suffix} stores 8-bit samples only; drop --bits 16 or write .png or .tif")
+    pairs = plan_outputs(collect_inputs(args.inputs), Path(args.output))
+    check_bits(args.bits, pairs[0][1])
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-
-    def load(size: tuple[int, int], tile: int | None) -> tuple[str, Models]:
-        adapt = bool(request.settings.get("adapt"))
-        return load_models(
-            request.method,
-            engine=args.engine,
-            model_set=model_set_name(args),
-            backend=args.backend,
-            device=args.device,
-            image_size=size,
-            scale=request.scale,
-            threads=args.threads,
-            adapt=adapt,
-            tile=tile,
-        )
-
-    engines = EngineCache(load, request.scale, reloadable=args.engine is None, tile=args.tile)
+    engines = EngineSource.from_args(args, request).cache(args.tile)
     summary_path = args.summary or (pairs[0][1].parent / SUMMARY_NAME if is_batch(args.inputs) else None)
+
+    def summarize(report: BatchReport) -> Path | None:
+        if summary_path is not None:
+            write_summary(summary_path, report.summary(request, engines.backend or args.backend))
+            log.info("summary: %s", summary_path)
+        return summary_path
+
     show = not args.quiet and sys.stderr.isatty()
+    with batch_report(pairs, show, summarize) as report:
+        _restore_batch(args, request, pairs, engines, report)
+    return report.status
+
+
+def check_bits(bits: int | None, target: str | Path) -> None:
+    """Refuse ``--bits 16`` for an output format that stores 8-bit samples only."""
+    from .io import output_format
+
+    if bits is not None and bits not in output_format(target).bit_depths:
+        raise UserError(f"{Path(target).suffix} stores 8-bit samples only; drop --bits 16 or write .png or .tif")
+
+
+@contextmanager
+def batch_report(
+    pairs: Sequence[tuple[Any, Any]], show: bool, summarize: Callable[[BatchReport], object]
+) -> Iterator[BatchReport]:
+    """A :class:`BatchReport` over ``pairs``; when the block ends, also by Ctrl-C or SIGTERM,
+    ``summarize(report)`` writes the summary and returns where it went (None: nowhere)."""
     with BatchReport(pairs, show) as report:
         try:
-            _restore_batch(args, request, pairs, engines, report)
+            yield report
         except KeyboardInterrupt:
             report.interrupted = True
-            saved = ""
-            if summary_path is not None:
-                write_summary(summary_path, report.summary(request, engines.backend or args.backend))
-                saved = f", summary in {summary_path}"
+            where = summarize(report)
+            saved = f", summary in {where}" if where is not None else ""
             done = report.count("done") + report.count("skipped")
             raise KeyboardInterrupt(
                 f"{done} of {report.total} images restored{saved}; rerun the same command with --resume to finish"
             ) from None
-        if summary_path is not None:
-            write_summary(summary_path, report.summary(request, engines.backend or args.backend))
-            log.info("summary: %s", summary_path)
-    return report.status
+        summarize(report)
 
 
 def _restore_batch(
@@ -1060,6 +1146,61 @@ def _read_inputs(
         yield source, target, image
 
 
+# serve -----------------------------------------------------------------------------------
+
+
+def add_serve_arguments(parser: CommandParser) -> None:
+    models = parser.add_mutually_exclusive_group()
+    models.add_argument("--engine", type=Path, metavar="X.plan", help="a bundle made by `trt-restore build`")
+    models.add_argument("--model-set", metavar="NAME|FOLDER", help=MODEL_SET_HELP.format(purpose="run"))
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        help=f"method of requests that name none (default: the bundle's, else {DEFAULT_METHOD})",
+    )
+    parser.add_argument("--task", help="task of requests that name none (default: the bundle's; else requests must)")
+    parser.add_argument(
+        "--backend", default="auto", help="auto (default), torch, onnxruntime or tensorrt (needs --engine)"
+    )
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU if the cluster has one)")
+    parser.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads of each replica (default 1)")
+    parser.add_argument("--tile", type=positive_int, metavar="N", help="run the networks on overlapping N×N tiles")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=positive_int, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument(
+        "--replicas", type=positive_int, default=1, metavar="N", help="replicas, each holding the engines (default 1)"
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="concurrent requests batched together (default 8)",
+    )
+    parser.add_argument(
+        "--batch-wait-ms", type=float, default=20.0, metavar="MS", help="how long a batch waits to fill up (default 20)"
+    )
+    parser.add_argument(
+        "--max-request-mb", type=float, default=32.0, metavar="MB", help="largest request body accepted (default 32)"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images whose restored size exceeds N pixels (default {DEFAULT_MAX_PIXELS:,})",
+    )
+    add_ray_argument(parser, "serve from")
+    parser.defer(add_method_settings)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve restoration over HTTP with Ray Serve until Ctrl-C (:mod:`trt_restore.distributed.serve`)."""
+    from .distributed.serve import run_serve as serve
+
+    return serve(args)
+
+
 # export ----------------------------------------------------------------------------------
 
 
@@ -1218,6 +1359,12 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         run_restore,
     ),
     Subcommand(
+        "serve",
+        "serve restoration over HTTP with Ray Serve (POST an image, get the restored PNG)",
+        add_serve_arguments,
+        run_serve,
+    ),
+    Subcommand(
         "degrade", "simulate an observation y = A x + sigma n of a clean image", add_degrade_arguments, run_degrade
     ),
     Subcommand("export", "export a method's networks to ONNX", add_export_arguments, run_export),
@@ -1230,7 +1377,9 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         add_info_arguments,
         run_info,
     ),
-    Subcommand("demo", "restore sample images with every method on the bundled models (offline)", add_demo_arguments, run_demo),
+    Subcommand(
+        "demo", "restore sample images with every method on the bundled models (offline)", add_demo_arguments, run_demo
+    ),
     Subcommand("bench", "measure quality and speed per method, task and backend", add_bench_arguments, run_bench),
     Subcommand("train", "train the bundled small models", add_train_arguments, run_train),
 )
