@@ -149,10 +149,21 @@ def test_variants_parse_and_tensorrt_needs_a_gpu():
     assert Variant.parse("onnxruntime").unavailable_reason() is None
 
 
-def test_report_from_an_earlier_results_file_is_the_same(run, tmp_path, capsys):
+def test_reports_from_earlier_results_files_and_their_merge(run, tmp_path, capsys):
     results, out = run
     assert run_bench(parse("--from-json", str(out / "bench.json"), "--report-dir", str(tmp_path), "--no-plots")) == 0
     assert (tmp_path / "RESULTS.md").read_text() == render_markdown(results) + "\n"
+
+    remeasured = json.loads(json.dumps(results))
+    remeasured["quality"] = [dict(remeasured["quality"][-1], psnr=99.5)]
+    remeasured["speed"], remeasured["scaling"], remeasured["created"] = [], [], "later"
+    (tmp_path / "later.json").write_text(json.dumps(remeasured))
+    run_bench(parse("--from-json", str(out / "bench.json"), str(tmp_path / "later.json"), "--report-dir", str(tmp_path), "--no-plots"))
+    merged = (tmp_path / "RESULTS.md").read_text()
+    assert "Merged from 2 runs" in merged and "99.50" in merged
+    assert merged.count("| sr4-bicubic |") == render_markdown(results).count("| sr4-bicubic |")
+    assert f"{results['speed'][0]['latency_s']['p50']:.3f}" in merged
+
     (tmp_path / "other.json").write_text('{"format": "something else"}')
     with pytest.raises(UserError, match="is not a trt-restore benchmark results file"):
         run_bench(parse("--from-json", str(tmp_path / "other.json"), "--report-dir", str(tmp_path)))

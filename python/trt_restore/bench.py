@@ -1126,6 +1126,9 @@ def scaling_markdown(results: dict) -> list[str]:
 def render_markdown(results: dict, plots: Sequence[str] = ()) -> str:
     """The README's benchmark section, from the results JSON alone."""
     lines = ["## Benchmark results", "", machine_line(results), ""]
+    if results.get("merged_from"):
+        parts = ", ".join(f"{r['created']} (commit {(r['commit'] or 'unknown')[:10]})" for r in results["merged_from"])
+        lines += [f"Merged from {len(results['merged_from'])} runs, later entries replacing earlier ones: {parts}.", ""]
     lines += quality_markdown(results) + speed_markdown(results) + scaling_markdown(results)
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + ([""] if plots else [])
     if results["skipped"]:
@@ -1318,8 +1321,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--json", type=Path, default=Path("benchmarks/results/bench.json"), help="results file (default benchmarks/results/bench.json)")
     output.add_argument("--report-dir", type=Path, default=Path("benchmarks"), help="where RESULTS.md and the plots go (default benchmarks)")
     output.add_argument("--no-plots", action="store_true", help="write no PNG plots")
-    output.add_argument("--from-json", type=Path, metavar="JSON",
-                        help="measure nothing: write RESULTS.md and the plots of an earlier run's results file")
+    output.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
+                        help="measure nothing: write RESULTS.md and the plots of earlier runs' results files; "
+                             "a later file's entries replace an earlier one's for the same method, task and data set "
+                             "(quality) or method, variant, size and batch (speed)")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -1348,7 +1353,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmarks, write the JSON, ``RESULTS.md`` and the plots; print where they are."""
     if args.from_json is not None:
-        results = read_results(args.from_json)
+        results = merge_results([read_results(path) for path in args.from_json])
         written = write_report(results, args.report_dir, plots=not args.no_plots)
     else:
         config = config_from_args(args)
@@ -1363,6 +1368,32 @@ def run_bench(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     return 0
+
+
+# Entries that measure the same thing: a later run's replaces an earlier run's.
+MERGE_KEYS = {
+    "quality": ("method", "task", "dataset"),
+    "speed": ("method", "variant", "size", "batch"),
+    "scaling": ("method", "variant", "size", "batch"),
+}
+
+
+def merge_results(runs: Sequence[dict]) -> dict:
+    """One results document from several runs (e.g. a subset measured again after a model update).
+
+    The machine and settings are the first run's; ``merged_from`` lists every run's date and commit.
+    """
+    merged = json.loads(json.dumps(runs[0]))
+    for run in runs[1:]:
+        for section, keys in MERGE_KEYS.items():
+            replaced = {tuple(entry[k] for k in keys) for entry in run[section]}
+            kept = [entry for entry in merged[section] if tuple(entry[k] for k in keys) not in replaced]
+            merged[section] = kept + run[section]
+        merged["skipped"] += [item for item in run["skipped"] if item not in merged["skipped"]]
+    merged["throughput"] = throughput(merged["speed"])
+    if len(runs) > 1:
+        merged["merged_from"] = [{"created": r["created"], "commit": r["machine"].get("git_commit")} for r in runs]
+    return merged
 
 
 def read_results(path: Path) -> dict:
