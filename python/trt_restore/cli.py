@@ -269,6 +269,17 @@ def _add_bits_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_task_parameters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--param",
+        type=task_parameter,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="task option, repeatable: kernel_sigma=1.6, kernel=Levin09:3, fraction=0.5, box=8,8,16,16",
+    )
+
+
 def _task_parameters(pairs: Sequence[tuple[str, ParamValue]]) -> dict[str, ParamValue]:
     params: dict[str, ParamValue] = {}
     for key, value in pairs:
@@ -294,14 +305,7 @@ def add_degrade_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     _add_bits_argument(parser)
-    parser.add_argument(
-        "--param",
-        type=task_parameter,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="task option, repeatable: kernel_sigma=1.6, kernel=Levin09:3, fraction=0.5, box=8,8,16,16",
-    )
+    _add_task_parameters(parser)
 
 
 def run_degrade(args: argparse.Namespace) -> int:
@@ -845,14 +849,7 @@ def add_restore_arguments(parser: CommandParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one)")
     parser.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch and onnxruntime")
-    parser.add_argument(
-        "--param",
-        type=task_parameter,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="task option, repeatable: kernel_sigma=1.6, kernel=Levin09:3, fraction=0.5, box=8,8,16,16",
-    )
+    _add_task_parameters(parser)
     parser.add_argument(
         "--save-intermediates", type=Path, metavar="DIR", help="write the current estimate as DIR/<name>_stepNNN.png"
     )

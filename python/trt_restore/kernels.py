@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -517,7 +517,18 @@ def _shape_of(value: Mu) -> tuple[int, ...]:
     return tuple(value.shape) if isinstance(value, Tensor) else ()
 
 
-def _launch_fft_prox(gpu: _DeviceKernels, k_hat: Tensor, b_hat: Tensor, z_hat: Tensor, mu: Mu) -> Tensor | None:
+class _ProxLaunch(NamedTuple):
+    """What both FFT-prox kernels take: the complex type, the broadcast output and its operands."""
+
+    type_name: str
+    scalar: type
+    out: Tensor
+    operands: list
+    mu: tuple
+
+
+def _prox_launch(k_hat: Tensor, b_hat: Tensor, z_hat: Tensor, mu: Mu) -> _ProxLaunch | None:
+    """The arguments shared by the FFT-prox kernels, or None when the inputs need the fallback."""
     types = _complex_inputs(k_hat, b_hat, z_hat)
     if types is None:
         return None
@@ -528,38 +539,42 @@ def _launch_fft_prox(gpu: _DeviceKernels, k_hat: Tensor, b_hat: Tensor, z_hat: T
     if operands is None or mu_arg is None:
         return None
     out = torch.empty(out_shape, dtype=k_hat.dtype, device=k_hat.device)
+    return _ProxLaunch(type_name, scalar, out, operands, mu_arg)
+
+
+def _prox_arguments(launch: _ProxLaunch) -> list:
+    return [(launch.out.data_ptr(), ctypes.c_void_p), *((o, None) for o in launch.operands), (launch.mu[0], None),
+            (launch.mu[1], launch.scalar)]
+
+
+def _launch_fft_prox(gpu: _DeviceKernels, k_hat: Tensor, b_hat: Tensor, z_hat: Tensor, mu: Mu) -> Tensor | None:
+    launch = _prox_launch(k_hat, b_hat, z_hat, mu)
+    if launch is None:
+        return None
+    out = launch.out
     if out.numel():
-        gpu.launch(
-            _entry("fft_prox_kernel", type_name),
-            out.numel(),
-            [(out.data_ptr(), ctypes.c_void_p), *((o, None) for o in operands), (mu_arg[0], None),
-             (mu_arg[1], scalar), (out.numel(), ctypes.c_longlong)],
-        )
+        arguments = [*_prox_arguments(launch), (out.numel(), ctypes.c_longlong)]
+        gpu.launch(_entry("fft_prox_kernel", launch.type_name), out.numel(), arguments)
     return out
 
 
 def _launch_sr_fft_prox(
     gpu: _DeviceKernels, k_hat: Tensor, atb_hat: Tensor, z_hat: Tensor, mu: Mu, scale: int
 ) -> Tensor | None:
-    types = _complex_inputs(k_hat, atb_hat, z_hat)
-    if types is None or any(size != 1 for size in _shape_of(mu)[-2:]):
+    if any(size != 1 for size in _shape_of(mu)[-2:]):
         return None
-    type_name, scalar, real_dtype = types
-    out_shape = torch.broadcast_shapes(k_hat.shape, atb_hat.shape, z_hat.shape, _shape_of(mu))
-    operands = _operands((k_hat, atb_hat, z_hat), out_shape)
-    mu_arg = _mu_argument(mu, real_dtype, out_shape)
-    if operands is None or mu_arg is None:
+    launch = _prox_launch(k_hat, atb_hat, z_hat, mu)
+    if launch is None:
         return None
-    *lead, height, width = out_shape
-    out = torch.empty(out_shape, dtype=k_hat.dtype, device=k_hat.device)
+    out = launch.out
+    *lead, height, width = out.shape
     if out.numel():
-        gpu.launch(
-            _entry("sr_fft_prox_kernel", type_name),
-            out.numel() // scale**2,
-            [(out.data_ptr(), ctypes.c_void_p), *((o, None) for o in operands), (mu_arg[0], None),
-             (mu_arg[1], scalar), (math.prod(lead), ctypes.c_longlong), (height, ctypes.c_longlong),
-             (width, ctypes.c_longlong), (scale, ctypes.c_int)],
-        )
+        arguments = [
+            *_prox_arguments(launch),
+            (math.prod(lead), ctypes.c_longlong), (height, ctypes.c_longlong), (width, ctypes.c_longlong),
+            (scale, ctypes.c_int),
+        ]
+        gpu.launch(_entry("sr_fft_prox_kernel", launch.type_name), out.numel() // scale**2, arguments)
     return out
 
 
