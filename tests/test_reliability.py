@@ -434,4 +434,4 @@ def test_other_runtime_errors_are_not_taken_for_out_of_memory(inputs, tmp_path, 
     monkeypatch.setattr(trt_restore.api, "restore", out_of_memory_after(calls, 1, RuntimeError("shape mismatch")))
     with pytest.raises(RuntimeError, match="shape mismatch"):
         restore(inputs / FIRST, "-o", tmp_path / "x.png")
-    assert calls == [None] and files_in(tmp_path) == []
+    assert len(calls) == 1 and files_in(tmp_path) == []  # not retried

@@ -27,6 +27,12 @@ from .pipelines.base import StepCallback
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 DEFAULT_MODEL_SET = "bundled"
+DEFAULT_TILES = {"torch": 512, "onnxruntime": 256}
+"""Tile (image pixels) of each backend's engines when none is given, from the memory of one tile:
+a larger image runs on overlapping tiles, so that memory stays bounded. onnxruntime holds the
+attention matrices of the VAE's mid-block (and their gradients, in the decoder VJP) in full, which
+grow with the square of the tile's pixel count: reld peaks at 12 GB on 512-pixel tiles, 2 GB on
+256-pixel ones; torch's attention needs no such matrices (1.8 GB on 512-pixel tiles)."""
 
 
 def load_models(
@@ -45,9 +51,11 @@ def load_models(
     """The method and its engines: from a ``.plan`` bundle, or from a model set on torch or onnxruntime.
 
     ``image_size`` (the restored image's size) and the task's SR ``scale`` matter only to
-    graphs with static shapes (the decoder VJP), which are exported for the padded canvas.
+    graphs with static shapes (the decoder VJP), which are exported for the padded canvas
+    (at most a tile).
     ``adapt`` keeps a trainable copy of the INN. ``tile`` (image pixels) runs the networks
-    on overlapping tiles for larger images; a bundle's profile maximum is the default there.
+    on overlapping tiles for larger images: by default the backend's :data:`DEFAULT_TILES`,
+    or a bundle's profile maximum.
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
@@ -63,9 +71,11 @@ def load_models(
 
     models = load_model_set(model_set)
     wrappers = {name: models.wrapper(name, method) for name in components_for(method)}
+    tile = DEFAULT_TILES["onnxruntime" if backend == "onnxruntime" else "torch"] if tile is None else tile
     if backend == "onnxruntime":
         multiple = math.lcm(scale, *(w.spec.multiple for w in wrappers.values()))
-        engines = _onnxruntime_engines(wrappers, padded_size(image_size, multiple), threads)
+        canvas = padded_size(image_size, multiple)
+        engines = _onnxruntime_engines(wrappers, (min(canvas[0], tile), min(canvas[1], tile)), threads)
     else:
         from .runtime.torch_backend import TorchEngine
 
@@ -179,6 +189,7 @@ def restore(
     backend: str = "auto",
     seed: int = 0,
     *,
+    noise: str = "host",
     model_set: str | Path = DEFAULT_MODEL_SET,
     device: str | torch.device | None = None,
     config: dict | None = None,
@@ -194,6 +205,8 @@ def restore(
     method's hyperparameters by name; ``task_params`` the operator's (kernel, mask, …).
     ``models`` reuses engines already loaded with :func:`load_models`; ``tile`` runs the
     networks on overlapping tiles of that many pixels (see :mod:`trt_restore.runtime.tiling`).
+    ``noise`` is where the sampling noise is drawn: ``host`` gives the same result for a seed
+    on every device; ``device`` saves the host's generator, which bounds large images on a GPU.
     """
     y, single = as_batch(image)
     if y.shape[-2] < 2 or y.shape[-1] < 2:
@@ -215,7 +228,7 @@ def restore(
     operator = make_operator(task, size=size, channels=channels, **(task_params or {}))
     operator = canvas_operator(operator, math.lcm(size_multiple(models), scale))
     engine_device = next(iter(models.engines.values())).device
-    out = pipeline(y.to(engine_device), operator, sigma, seed=seed, callback=callback)
+    out = pipeline(y.to(engine_device), operator, sigma, seed=seed, noise=noise, callback=callback)
     out = out[..., : size[0], : size[1]]
     if gray_to_rgb:
         out = out.mean(dim=1, keepdim=True)

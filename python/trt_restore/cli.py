@@ -42,7 +42,7 @@ from .bench import add_bench_arguments, run_bench
 from .demo import add_demo_arguments, run_demo
 from .errors import UserError
 from .export.train import add_train_arguments, run_train
-from .methods import DEFAULT_METHOD, METHODS
+from .methods import DEFAULT_METHOD, METHODS, NOISE_SOURCES
 
 if TYPE_CHECKING:
     import torch
@@ -444,6 +444,7 @@ class RestoreRequest:
     seed: int
     settings: Mapping[str, Any]
     task_params: Mapping[str, ParamValue]
+    noise: str = "host"
 
     @property
     def scale(self) -> int:
@@ -471,6 +472,7 @@ class RestoreRequest:
             task=self.task,
             sigma=self.sigma,
             seed=self.seed,
+            noise=self.noise,
             config=dict(self.settings),
             task_params=dict(self.task_params),
             callback=callback,
@@ -510,7 +512,7 @@ def restore_request(args: argparse.Namespace) -> RestoreRequest:
         raise UserError(f"--task is required (e.g. --task sr4 or --task denoise){recorded}")
     method = method or DEFAULT_METHOD
     settings = chosen_settings(args, method)
-    return RestoreRequest(method, task, args.sigma, args.seed, settings, _task_parameters(args.param))
+    return RestoreRequest(method, task, args.sigma, args.seed, settings, _task_parameters(args.param), args.noise)
 
 
 def model_set_name(args: argparse.Namespace) -> str:
@@ -771,6 +773,7 @@ class BatchReport:
             "task": request.task,
             "sigma": request.sigma,
             "seed": request.seed,
+            "noise": request.noise,
             "backend": backend,
             "interrupted": self.interrupted,
             "counts": {status: self.count(status) for status in IMAGE_STATUSES},
@@ -847,6 +850,13 @@ def add_restore_arguments(parser: CommandParser) -> None:
         help="auto (default: the bundle's backend, else torch), torch, onnxruntime or tensorrt (needs --engine)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
+    parser.add_argument(
+        "--noise",
+        choices=NOISE_SOURCES,
+        default="host",
+        help="where the sampling noise is drawn: host (default; a seed gives the same result on every device) "
+        "or device (faster on a GPU for large images)",
+    )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one)")
     parser.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch and onnxruntime")
     _add_task_parameters(parser)
@@ -862,7 +872,7 @@ def add_restore_arguments(parser: CommandParser) -> None:
         type=positive_int,
         metavar="N",
         help="run the networks on overlapping N×N tiles (image pixels), to fit larger images in memory "
-        "(default: whole images, or the bundle's largest profile size)",
+        "(default: 512 on torch, 256 on onnxruntime, or the bundle's largest profile size)",
     )
     parser.add_argument(
         "--max-pixels",
