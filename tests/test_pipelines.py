@@ -127,3 +127,12 @@ def test_non_finite_output_is_caught_at_once_and_rerun_on_the_fallback(caplog):
     models = Models({"decoder": TorchEngine(_Broken(), spec)}, fallbacks={"decoder": TorchEngine(torch.nn.Identity(), spec)})
     assert torch.equal(models.call("decoder", latent=z), z)
     assert "rerunning it in fp32" in caplog.text
+
+
+def test_noise_source_device_is_the_host_stream_on_the_cpu_and_unknown_sources_are_refused():
+    y = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    run = {"method": "ddrm", "task": "sr4", "sigma": 0.05, "backend": "torch", "model_set": "tiny",
+           "config": {"steps": 3}, "seed": 4}
+    assert torch.equal(restore(y, **run, noise="device"), restore(y, **run))
+    with pytest.raises(UserError, match="unknown noise source 'gpu'; choose one of: host, device"):
+        restore(y, **run, noise="gpu")

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import UserError
-from .methods import METHODS
+from .methods import METHODS, NOISE_SOURCES
 
 if TYPE_CHECKING:
     import torch
@@ -166,6 +166,7 @@ class BenchConfig:
     tile: int | None
     seed: int
     memory_limit_gb: float | None = None
+    noise: str = "host"
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
@@ -587,7 +588,9 @@ class Run:
     calls: dict[str, list[float]]
 
 
-def timed_restore(loaded: Loaded, method: str, setting: TaskSetting, y: torch.Tensor, steps: int | None, seed: int) -> Run:
+def timed_restore(
+    loaded: Loaded, method: str, setting: TaskSetting, y: torch.Tensor, steps: int | None, seed: int, noise: str = "host"
+) -> Run:
     """Restore ``y`` (host memory) and time it end to end, result back in host memory included.
 
     Stages: each component's and pipeline stage's total time from ``Models.timings``, the
@@ -605,7 +608,7 @@ def timed_restore(loaded: Loaded, method: str, setting: TaskSetting, y: torch.Te
     copy_in = time.perf_counter() - start
     out = restore(
         y_device, method, task=setting.task, sigma=setting.sigma, models=models, config=steps_override(method, steps),
-        task_params=setting.params, seed=seed,
+        task_params=setting.params, seed=seed, noise=noise,
     )
     synchronize(device)
     before_copy_out = time.perf_counter()
@@ -889,7 +892,7 @@ class Harness:
             runs: dict[Variant, list[Run]] = {variant: [] for variant in memory}
             for repeat in range(config.repeats):
                 for variant in memory:
-                    runs[variant].append(timed_restore(loaded[variant], method, setting, y, config.steps, config.seed))
+                    runs[variant].append(timed_restore(loaded[variant], method, setting, y, config.steps, config.seed, config.noise))
                 if runs:
                     timings = ", ".join(f"{v.name} {r[-1].seconds:.3f}s" for v, r in runs.items())
                     self.log(f"{method} {size}px batch {batch} repeat {repeat + 1}/{config.repeats}: {timings}")
@@ -926,7 +929,7 @@ class Harness:
         with meter.growth() as memory:
             done = self.skips.attempt(
                 what,
-                lambda: [timed_restore(loaded, method, setting, y, config.steps, config.seed) for _ in range(config.warmup)],
+                lambda: [timed_restore(loaded, method, setting, y, config.steps, config.seed, config.noise) for _ in range(config.warmup)],
             )
         if done is None:
             return None
@@ -998,7 +1001,7 @@ class Harness:
         loaded = self.cache.get(method, variant, config.size, setting.scale)
         scores, seconds = [], []
         for case in cases:
-            run = timed_restore(loaded, method, setting, case.y, config.steps, config.seed)
+            run = timed_restore(loaded, method, setting, case.y, config.steps, config.seed, config.noise)
             scores.append(image_scores(run.output, case.x, config.crop, lpips))
             seconds.append(run.seconds)
         return {**quality_row(method, "method", setting, dataset, scores, seconds), "variant": variant.name}
@@ -1288,6 +1291,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--sections", type=_comma_list(_choice(SECTIONS)), default=list(SECTIONS), help="quality,speed (default both)")
     what.add_argument("--steps", type=_positive, help="override every method's steps/iterations (default: each method's own)")
     what.add_argument("--seed", type=int, default=0, help="seed of the observation noise and the samplers (default 0)")
+    what.add_argument("--noise", choices=NOISE_SOURCES, default="host",
+                      help="where the samplers draw their noise: host (default) or device (as restore --noise)")
     what.add_argument("--threads", type=_positive, default=os.cpu_count() or 1,
                       help="torch threads and onnxruntime intra-op threads, the same for fairness (default: all cores)")
     what.add_argument("--tile", type=_positive, help="run the networks on tiles of this many pixels (default: whole images)")
@@ -1347,6 +1352,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         quality_variant=args.quality_variant, crop=args.crop, lpips_weights=args.lpips_weights,
         lpips_net=args.lpips_net, scaling=args.scaling, scaling_sizes=args.scaling_sizes,
         scaling_batches=args.scaling_batches, tile=args.tile, seed=args.seed, memory_limit_gb=args.memory_limit,
+        noise=args.noise,
     )
 
 

@@ -157,6 +157,20 @@ def unpermute(x: Tensor, index: Tensor) -> Tensor:
     return torch.empty_like(x).index_copy_(1, index, x)
 
 
+@contextmanager
+def torch_reference() -> Iterator[None]:
+    """Run the torch reference of every step in this thread, on a GPU too (for comparisons)."""
+    previous = getattr(_REFERENCE_ONLY, "on", False)
+    _REFERENCE_ONLY.on = True
+    try:
+        yield
+    finally:
+        _REFERENCE_ONLY.on = previous
+
+
+_REFERENCE_ONLY = threading.local()
+
+
 def cuda_kernels_available(device: torch.device | int | None = None) -> bool:
     """Whether the kernels compile and load on a CUDA device (the current one by default)."""
     if not torch.cuda.is_available():
@@ -479,7 +493,7 @@ def _gpu_for(*args: Any) -> _DeviceKernels | None:
     """The loaded kernels when every tensor argument is on one CUDA device and none needs autograd."""
     tensors = [a for a in args if isinstance(a, Tensor)]
     device = tensors[0].device
-    if device.type != "cuda" or any(t.device != device for t in tensors):
+    if getattr(_REFERENCE_ONLY, "on", False) or device.type != "cuda" or any(t.device != device for t in tensors):
         return None
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return None

@@ -30,6 +30,7 @@ METHOD_COMPONENTS: dict[str, tuple[str, ...]] = {
 
 METHODS = tuple(METHOD_COMPONENTS)
 DEFAULT_METHOD = "reld"
+NOISE_SOURCES = ("host", "device")  # where the sampling noise is drawn (pipelines.base.Noise)
 
 
 def components_for(method: str) -> tuple[str, ...]:
