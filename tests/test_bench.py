@@ -164,6 +164,19 @@ def test_reports_from_earlier_results_files_and_their_merge(run, tmp_path, capsy
     assert merged.count("| sr4-bicubic |") == render_markdown(results).count("| sr4-bicubic |")
     assert f"{results['speed'][0]['latency_s']['p50']:.3f}" in merged
 
+    larger = json.loads(json.dumps(results))
+    for entry in larger["speed"]:
+        entry.update(size=entry["size"] * 4, images_per_s=entry["images_per_s"] / 100)
+    larger["quality"], larger["created"] = [], "larger"
+    (tmp_path / "larger.json").write_text(json.dumps(larger))
+    run_bench(parse("--from-json", str(out / "bench.json"), str(tmp_path / "larger.json"), "--report-dir", str(tmp_path), "--no-plots"))
+    two_sizes = (tmp_path / "RESULTS.md").read_text()
+    assert two_sizes.count("### Speed: end to end") == 2  # one table per size, each with its own images/s
+    first = results["speed"][0]
+    assert f"{first['size']}×{first['size']} output" in two_sizes and f"{first['size'] * 4}×{first['size'] * 4} output" in two_sizes
+    b1 = next(t for t in results["throughput"] if (t["method"], t["variant"]) == (first["method"], first["variant"]))
+    assert f"| {b1['batch1_images_per_s']:.3f} |" in two_sizes and f"| {b1['batch1_images_per_s'] / 100:.3f} |" in two_sizes
+
     (tmp_path / "other.json").write_text('{"format": "something else"}')
     with pytest.raises(UserError, match="is not a trt-restore benchmark results file"):
         run_bench(parse("--from-json", str(tmp_path / "other.json"), "--report-dir", str(tmp_path)))

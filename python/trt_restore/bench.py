@@ -1068,13 +1068,19 @@ def quality_markdown(results: dict) -> list[str]:
 
 
 def speed_markdown(results: dict) -> list[str]:
+    """The end-to-end and per-stage tables, one pair per image size (merged runs may hold several)."""
     entries = [e for e in results["speed"] if e["batch"] == results["settings"]["batches"][0]] or results["speed"]
-    if not entries:
-        return []
-    best = {(r["method"], r["variant"]): r for r in results["throughput"]}
+    lines = []
+    for size in dict.fromkeys(e["size"] for e in entries):
+        lines += _speed_tables(results, [e for e in entries if e["size"] == size])
+    return lines
+
+
+def _speed_tables(results: dict, entries: Sequence[dict]) -> list[str]:
+    best = {(r["method"], r["variant"], r["size"]): r for r in results["throughput"]}
     rows = []
     for e in entries:
-        t = best.get((e["method"], e["variant"]), {})
+        t = best.get((e["method"], e["variant"], e["size"]), {})
         memory = e["memory_mb"]
         rows.append([
             e["method"], e["variant"], _number(e["latency_s"]["p50"], 3), _number(e["latency_s"]["p95"], 3),

@@ -88,9 +88,15 @@ class TensorRTEngine(Engine):
                 for name, flag in trt.EngineInvalidityDiagnostics.__members__.items()
                 if int(diagnostics) & int(flag)
             ]
+            remedy = (
+                "TensorRT-RTX runs on RTX-class GPUs (compute capability 7.5, 8.6, 8.9, 12.x); on this GPU, "
+                "build with enterprise TensorRT (pip install tensorrt)"
+                if "unsupported cc" in reasons
+                else "rebuild it on this machine with `trt-restore build`"
+            )
             raise UserError(
                 f"component '{self.spec.name}': this engine cannot run here ({', '.join(reasons) or 'invalid engine'}); "
-                "rebuild it on this machine with `trt-restore build`"
+                f"{remedy}"
             )
 
     def _read_io(self, trt) -> None:
