@@ -61,25 +61,33 @@ def _wrap_fp32_modules(module: nn.Module) -> None:
             _wrap_fp32_modules(child)
 
 
-def half_precision(module: nn.Module) -> nn.Module:
-    """An fp16 deep copy of ``module`` with :data:`FP32_MODULES` and attention softmax in fp32."""
+def half_precision(module: nn.Module, fused_attention: bool = False) -> nn.Module:
+    """An fp16 deep copy of ``module`` with :data:`FP32_MODULES` and attention softmax in fp32.
+
+    ``fused_attention`` keeps the module's attention processors (torch's fused
+    scaled-dot-product attention, whose kernels accumulate the softmax in fp32 without
+    materialising the score matrix): for running under torch; an exported graph needs the
+    explicit, upcast form.
+    """
     model = copy.deepcopy(module).half()
-    for attention in model.modules():
-        if isinstance(attention, Attention):
-            attention.upcast_attention = True
-            attention.upcast_softmax = True
-            attention.set_processor(AttnProcessor())
+    if not fused_attention:
+        for attention in model.modules():
+            if isinstance(attention, Attention):
+                attention.upcast_attention = True
+                attention.upcast_softmax = True
+                attention.set_processor(AttnProcessor())
     _wrap_fp32_modules(model)
     return model
 
 
 class HalfPrecision(Component):
     """A component run in fp16 with float32 at the boundary: inputs other than
-    ``fp32_inputs`` are cast to fp16 on entry, every output back to float32."""
+    ``fp32_inputs`` are cast to fp16 on entry, every output back to float32
+    (``fused_attention``: see :func:`half_precision`)."""
 
-    def __init__(self, component: Component):
+    def __init__(self, component: Component, fused_attention: bool = False):
         super().__init__()
-        self.inner = half_precision(component)
+        self.inner = half_precision(component, fused_attention)
         self.spec: ComponentSpec = component.spec
         self.fp32_inputs = component.fp32_inputs
         self.unit_range_inputs = component.unit_range_inputs

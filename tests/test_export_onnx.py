@@ -162,3 +162,16 @@ def test_export_errors(tmp_path, tiny_set):
         export_component(decoder, tmp_path / "d.onnx", example_size=(60, 64))
     with pytest.raises(UserError, match="unknown method"):
         export_method("magic", tiny_set, tmp_path)
+
+
+@pytest.mark.parametrize("component, method", [("unet", "reld"), ("decoder", "reld")])
+def test_fp16_with_fused_attention_keeps_the_fused_processor_and_the_fp32_result(tiny_set, component, method):
+    from diffusers.models.attention_processor import Attention, AttnProcessor
+    from trt_restore.export.precision import HalfPrecision
+
+    wrapper = _wrapper(tiny_set, component, method)
+    fused = HalfPrecision(wrapper, fused_attention=True)
+    processors = [type(m.processor) for m in fused.modules() if isinstance(m, Attention)]
+    assert processors and AttnProcessor not in processors
+    inputs = wrapper.example_inputs(2, *TEST_SIZE, seed=3)
+    _assert_close_to_scale(_torch(fused, inputs), _torch(wrapper, inputs), FP16_RTOL_OF_MAX)

@@ -408,7 +408,8 @@ class ModelCache:
     fp32 on torch and onnxruntime load through :func:`trt_restore.api.load_models`; fp16
     and TensorRT go the deployment way, exported and built into a ``.plan`` bundle (in a
     temporary folder) for the run's sizes and batches, then loaded from it; torch fp16
-    runs the fp16 copy of each component that the export makes.
+    runs an fp16 copy of each component with the normalisations in fp32 and torch's fused
+    attention, as torch eager would run it.
     """
 
     def __init__(self, config: BenchConfig):
@@ -462,7 +463,7 @@ class ModelCache:
         from .runtime.torch_backend import TorchEngine
 
         wrappers = {name: self.model_set.wrapper(name, method) for name in components_for(method)}
-        engines = {name: TorchEngine(HalfPrecision(w), w.spec) for name, w in wrappers.items()}
+        engines = {name: TorchEngine(HalfPrecision(w, fused_attention=True), w.spec) for name, w in wrappers.items()}
         return Models(tiled(engines, self.config.tile))
 
     def _from_bundle(self, method: str, variant: Variant, size: int, scale: int) -> Models:
