@@ -22,7 +22,7 @@ from trt_restore.specs import ComponentSpec, TensorSpec
 
 # Methods whose step is captured, with a task each supports and η > 0 so that noise enters the step.
 CASES = [("ddrm", "sr4"), ("ldm-sr", "sr4"), ("ddrm-ldm", "sr4-bicubic")]
-CONFIG = {"ddrm": {"steps": 4}, "ldm-sr": {"steps": 4, "eta": 0.5}, "ddrm-ldm": {"steps": 3}}
+CONFIG = {"ddrm": {"steps": 4, "eta": 0.85}, "ldm-sr": {"steps": 4, "eta": 0.5}, "ddrm-ldm": {"steps": 3}}
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -136,3 +136,16 @@ def test_noise_source_device_is_the_host_stream_on_the_cpu_and_unknown_sources_a
     assert torch.equal(restore(y, **run, noise="device"), restore(y, **run))
     with pytest.raises(UserError, match="unknown noise source 'gpu'; choose one of: host, device"):
         restore(y, **run, noise="gpu")
+
+
+def test_task_defaults_apply_under_the_users_settings():
+    from trt_restore.pipelines.ddrm import DDRM
+
+    assert DDRM.task_defaults("denoise") == {"eta": 0.0}
+    assert DDRM.task_defaults("sr4") == DDRM.task_defaults("sr2-bicubic") == {"eta": 0.0, "steps": 50}
+    assert DDRM.task_defaults("deblur-gauss") == {} and DDRM.task_defaults("sr4-gauss") == {}
+    y = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    run = {"method": "ddrm", "task": "sr4", "sigma": 0.05, "backend": "torch", "model_set": "tiny", "seed": 4}
+    by_default = restore(y, **run)
+    assert torch.equal(by_default, restore(y, **run, config={"eta": 0.0, "steps": 50}))
+    assert not torch.equal(by_default, restore(y, **run, config={"eta": 0.85}))

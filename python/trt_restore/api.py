@@ -220,7 +220,7 @@ def restore(
             image_size=size, scale=scale, tile=tile,
         )
     method = method or DEFAULT_METHOD
-    pipeline = _pipeline(method, models, config)
+    pipeline = _pipeline(method, task, models, config)
     channels = 3 if task == "colorize" else y.shape[1]
     gray_to_rgb = channels == 1 and _model_channels(models) == 3
     if gray_to_rgb:
@@ -235,10 +235,11 @@ def restore(
     return out[0] if single else out
 
 
-def _pipeline(method: str, models: Models, config: dict | None) -> Pipeline:
+def _pipeline(method: str, task: str, models: Models, config: dict | None) -> Pipeline:
+    """The method's pipeline with its Config: the defaults, the task's own defaults, then ``config``."""
     cls = pipeline_class(method)
     settings = cls.Config()
-    for key, value in (config or {}).items():
+    for key, value in {**cls.task_defaults(task), **(config or {})}.items():
         if not hasattr(settings, key):
             raise UserError(f"method '{method}' has no setting '{key}'")
         setattr(settings, key, value)

@@ -175,6 +175,11 @@ class Pipeline:
         return True
 
     @classmethod
+    def task_defaults(cls, task: str) -> dict[str, Any]:
+        """Settings whose default differs for ``task`` (the Config's own defaults hold otherwise)."""
+        return {}
+
+    @classmethod
     def check_task(cls, operator: Operator) -> None:
         if not cls.supports(operator):
             raise UserError(f"method '{cls.name}' does not support task '{operator.task}'; {cls.task_hint()}")

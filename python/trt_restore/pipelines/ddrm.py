@@ -19,6 +19,7 @@ Images are mapped to the model's [−1, 1] range: ``x_m = 2x − 1``, so ``y_m =
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,8 +34,8 @@ from .schedule import NoiseSchedule
 
 @dataclass
 class DDRMConfig:
-    steps: int = hyper(20, "number of DDRM steps T (grid 0, 1000/T, …)")
-    eta: float = hyper(0.85, "η (η_A = η_C): stochasticity of the unobserved and less-noisy coefficients")
+    steps: int = hyper(20, "number of DDRM steps T (grid 0, 1000/T, …); DDRM: 50 for SR")
+    eta: float = hyper(0.85, "η (η_A = η_C): stochasticity of the unobserved and less-noisy coefficients; DDRM: 0 for denoise and SR")
     eta_b: float = hyper(1.0, "η_B: weight of the observation on the noisier-than-y coefficients")
     cuda_graphs: str = cuda_graphs_setting()
 
@@ -149,6 +150,20 @@ class DDRM(Pipeline):
     @classmethod
     def task_hint(cls) -> str:
         return "DDRM needs an operator with an SVD (every task but srN-gauss)"
+
+    @classmethod
+    def task_defaults(cls, task: str) -> dict:
+        """η = 0 for denoising and super-resolution, with 50 steps for SR.
+
+        Measured on held-out images (skimage's astronaut, coffee and chelsea at 128 px),
+        PSNR η 0.85 → 0: denoise σ 25/255 26.7 → 28.5 dB; sr4-bicubic 23.1 → 24.5 dB
+        (50 steps; 23.5 at 20); deblurring is better at η 0.85 (26.9 against 26.0).
+        """
+        if task == "denoise":
+            return {"eta": 0.0}
+        if re.fullmatch(r"sr\d+(-bicubic)?", task):
+            return {"eta": 0.0, "steps": 50}
+        return {}
 
     def run(self, y, operator, sigma, noise, callback):
         schedule = self.models.schedule("pixel_unet")
