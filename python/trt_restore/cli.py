@@ -418,6 +418,16 @@ def add_method_settings(parser: argparse.ArgumentParser) -> None:
             )
 
 
+def _add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images whose restored size exceeds N pixels (default {DEFAULT_MAX_PIXELS:,})",
+    )
+
+
 def chosen_settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
     """The method settings given on the command line; one that ``method`` does not have is an error."""
     chosen = {}
@@ -874,13 +884,7 @@ def add_restore_arguments(parser: CommandParser) -> None:
         help="run the networks on overlapping N×N tiles (image pixels), to fit larger images in memory "
         "(default: 512 on torch, 256 on onnxruntime, or the bundle's largest profile size)",
     )
-    parser.add_argument(
-        "--max-pixels",
-        type=positive_int,
-        default=DEFAULT_MAX_PIXELS,
-        metavar="N",
-        help=f"refuse images whose restored size exceeds N pixels (default {DEFAULT_MAX_PIXELS:,})",
-    )
+    _add_max_pixels_argument(parser)
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -1190,13 +1194,7 @@ def add_serve_arguments(parser: CommandParser) -> None:
     parser.add_argument(
         "--max-request-mb", type=float, default=32.0, metavar="MB", help="largest request body accepted (default 32)"
     )
-    parser.add_argument(
-        "--max-pixels",
-        type=positive_int,
-        default=DEFAULT_MAX_PIXELS,
-        metavar="N",
-        help=f"refuse images whose restored size exceeds N pixels (default {DEFAULT_MAX_PIXELS:,})",
-    )
+    _add_max_pixels_argument(parser)
     add_ray_argument(parser, "serve from")
     parser.defer(add_method_settings)
 
