@@ -145,6 +145,7 @@ def test_task_defaults_apply_under_the_users_settings():
     assert DDRM.task_defaults("sr4") == DDRM.task_defaults("sr2-bicubic") == {"eta": 0.0, "steps": 50}
     assert DDRM.task_defaults("deblur-gauss") == {"eta": 0.95, "steps": 50}
     assert DDRM.task_defaults("inpaint") == {} and DDRM.task_defaults("sr4-gauss") == {}
+    assert RELD.task_defaults("denoise") == {"tau": 0.1} and RELD.task_defaults("sr4") == {}
     y = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     run = {"method": "ddrm", "task": "sr4", "sigma": 0.05, "backend": "torch", "model_set": "tiny", "seed": 4}
     by_default = restore(y, **run)

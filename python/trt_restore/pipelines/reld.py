@@ -42,7 +42,7 @@ V_GRADIENTS = ("vjp", "encoder")
 @dataclass
 class RELDConfig:
     iterations: int = hyper(30, "HQS iterations")
-    tau: float = hyper(0.04, "prior pixel tolerance τ; μ = (max(σ, σ_min)/τ)²")
+    tau: float = hyper(0.04, "prior pixel tolerance τ; μ = (max(σ, σ_min)/τ)²; 0.1 for denoise")
     sigma_min: float = hyper(0.005, "σ floor used for μ on noiseless problems")
     lam: float = hyper(1.0, "λ: weight of the diffusion regulariser relative to μ = 1")
     step: float = hyper(0.8, "v-update step, normalised by the curvature: η = step / (λ + μL)")
@@ -61,6 +61,15 @@ def noise_levels(start: int, end: int, iterations: int) -> list[int]:
 class RELD(Pipeline):
     name = "reld"
     Config = RELDConfig
+
+    @classmethod
+    def task_defaults(cls, task: str) -> dict:
+        """τ = 0.1 for denoising: more weight on the observation.
+
+        Measured on held-out images (skimage's astronaut, coffee and chelsea at 128 px, σ
+        25/255, noisy 20.6 dB): τ 0.04 18.4 dB, 0.07 23.0, 0.1 23.7, 0.13 23.3, 0.2 22.1.
+        """
+        return {"tau": 0.1} if task == "denoise" else {}
 
     def run(self, y, operator, sigma, noise, callback):
         cfg = self.config
