@@ -81,12 +81,15 @@ TILED_METHODS = {  # method: (task, the fewest steps that keep the test cheap)
 }
 
 
-@pytest.mark.parametrize("method", TILED_METHODS)
-@pytest.mark.xfail(
+SEAMS_SHOW = pytest.mark.xfail(
     raises=AssertionError,
     strict=True,
-    reason="GroupNorm statistics and self-attention see one tile, not the whole image: 29-39 dB (tiling.py)",
+    reason="GroupNorm statistics and self-attention see one tile, not the whole image: 29-33 dB (tiling.py)",
 )
+
+
+# RELD denoising leans on the observation (τ 0.1), which every tile sees alike: it passes.
+@pytest.mark.parametrize("method", [pytest.param(m, marks=() if m == "reld" else SEAMS_SHOW) for m in TILED_METHODS])
 def test_tiled_restoration_matches_untiled(method, data_path):
     """A 256×256 restoration on 128-pixel tiles against the whole image, same observation and seed: ≥ 40 dB."""
     from trt_restore.api import restore
@@ -101,4 +104,5 @@ def test_tiled_restoration_matches_untiled(method, data_path):
         restore(y, method, task=task, sigma=sigma, backend="torch", config=config, tile=tile).clamp(0, 1)
         for tile in (256, 128)
     )
+    print(f"{method}: tiled vs untiled {psnr(full, tiled):.1f} dB")
     assert psnr(full, tiled) >= 40
