@@ -157,6 +157,9 @@ def unpermute(x: Tensor, index: Tensor) -> Tensor:
     return torch.empty_like(x).index_copy_(1, index, x)
 
 
+_REFERENCE_ONLY = threading.local()
+
+
 @contextmanager
 def torch_reference() -> Iterator[None]:
     """Run the torch reference of every step in this thread, on a GPU too (for comparisons)."""
@@ -166,9 +169,6 @@ def torch_reference() -> Iterator[None]:
         yield
     finally:
         _REFERENCE_ONLY.on = previous
-
-
-_REFERENCE_ONLY = threading.local()
 
 
 def cuda_kernels_available(device: torch.device | int | None = None) -> bool:

@@ -203,9 +203,9 @@ class Pipeline:
         ``noise`` is where the sampling noise is drawn (:class:`Noise`).
         """
         self.check_task(operator)
-        noise = Noise(seed, y.device, y.dtype, noise)
+        sampling_noise = Noise(seed, y.device, y.dtype, noise)
         with torch.inference_mode():
-            return self.run(y, operator, float(sigma), noise, callback).clamp(0, 1)
+            return self.run(y, operator, float(sigma), sampling_noise, callback).clamp(0, 1)
 
     def run(
         self, y: torch.Tensor, operator: Operator, sigma: float, noise: Noise, callback: StepCallback | None

@@ -20,8 +20,8 @@ Tiling is seamless for networks whose receptive field fits in the overlap (40+ d
 not exact for the diffusers networks, whose GroupNorm statistics and mid-block
 self-attention span the whole input: a tile sees its own. A 256×256 restoration on
 128-pixel tiles differs from the untiled one by 29-33 dB PSNR (bundled models; 17-33 dB
-with the random tiny ones; RELD's denoising, which leans on the observation, 47 dB), and a wider overlap does not change that (0.5 instead of 0.25
-of the tile: ±0.5 dB). GroupNorm is the main cause: with whole-image statistics in
+with the random tiny ones; RELD's denoising, which leans on the observation, 47 dB), and
+a wider overlap does not change that (0.5 instead of 0.25 of the tile: ±0.5 dB). GroupNorm is the main cause: with whole-image statistics in
 every GroupNorm (the two-pass scheme of tiled VAEs; measured by normalising each tile
 with the statistics of an untiled pass) the same restorations agree to 57 dB (ddrm),
 43 (ddrm-ldm), 42 (reld, indigo-pixel), 38 (ldm-sr) and 35 (indigo-latent), the rest
