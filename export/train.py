@@ -60,7 +60,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="AdamW learning rate (default: per component)")
     parser.add_argument("--crop", type=int, help="training crop size in pixels (default: per component)")
     parser.add_argument("--arch", choices=ARCHITECTURES, default="small", help="network size: small (bundled) or tiny (smoke tests)")
-    parser.add_argument("--data", default=DEFAULT_DATA, help=f"comma-separated image sources: train (= cbsd68 + train400), cbsd68, train400, skimage, sklearn (default: {DEFAULT_DATA})")
+    parser.add_argument("--data", default=DEFAULT_DATA, help=f"comma-separated image sources: train (= bsds400 + csunhays80 + curban100 + train400), any one of those, skimage, sklearn (default: {DEFAULT_DATA})")
     parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")

@@ -3,10 +3,12 @@
 Loss on a batch of crops ``x ∈ [0, 1]`` with posterior ``q(z|x) = N(μ, σ²)`` and a
 reparameterised sample ``z = μ + σ ε``:
 
-    L = mean|x̂ − x| + w_edge · mean|∇x̂ − ∇x| + w_kl · mean KL(q(z|x) ‖ N(0, I)),   x̂ = (D(z) + 1)/2
+    L = mean|x̂ − x| + w_edge · mean|∇x̂ − ∇x| + w_colour · mean|P x̂ − P x| + w_kl · mean KL(q(z|x) ‖ N(0, I)),
+    x̂ = (D(z) + 1)/2
 
-with ``∇`` the horizontal and vertical finite differences and the KL averaged over the
-latent elements. After training, the latent scale is set so that the scaled posterior
+with ``∇`` the horizontal and vertical finite differences, ``P`` an 8×8 average pool (the
+local mean colour: the term that keeps a colour cast from surviving training) and the KL
+averaged over the latent elements. After training, the latent scale is set so that the scaled posterior
 means have unit second moment, ``s = 1/√E[μ²]``, the space the latent UNets see.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from .components import Encoder
@@ -24,15 +27,18 @@ from .train_data import MIN_SCALE, CropSampler, describe_pool, load_pool
 SCALE_SAMPLES = 256  # crops used to measure the latent scale
 
 
-def small_autoencoder() -> AutoencoderKL:
-    """KL autoencoder, downsampling 4, 4 latent channels, about 0.95 M parameters."""
+COLOUR_POOL = 8  # window of the mean-colour term
+
+
+def small_autoencoder(widths: tuple[int, int, int] = (64, 128, 128), latent_channels: int = 4) -> AutoencoderKL:
+    """KL autoencoder, downsampling 4 (three blocks, two downsamplings)."""
     return AutoencoderKL(
         down_block_types=("DownEncoderBlock2D",) * 3,
         up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(32, 64, 64),
+        block_out_channels=widths,
         layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=16,
+        latent_channels=latent_channels,
+        norm_num_groups=32,
     )
 
 
@@ -56,10 +62,11 @@ class AutoencoderTask:
         crop: int = 64,
         kl_weight: float = 1e-5,
         edge_weight: float = 0.5,
+        colour_weight: float = 1.0,
         min_scale: float = MIN_SCALE,
     ):
         self.sources, self.arch, self.crop = sources, arch, crop
-        self.kl_weight, self.edge_weight, self.min_scale = kl_weight, edge_weight, min_scale
+        self.kl_weight, self.edge_weight, self.colour_weight, self.min_scale = kl_weight, edge_weight, colour_weight, min_scale
         self.sampler: CropSampler | None = None
         self.device = torch.device("cpu")
         self.data = ""
@@ -80,9 +87,10 @@ class AutoencoderTask:
         reconstruction = (model.decode(posterior.mean + posterior.std * noise).sample + 1) / 2
         rec = (reconstruction - x).abs().mean()
         edge = sum((a - b).abs().mean() for a, b in zip(finite_differences(reconstruction), finite_differences(x)))
+        colour = (F.avg_pool2d(reconstruction, COLOUR_POOL) - F.avg_pool2d(x, COLOUR_POOL)).abs().mean()
         kl = posterior.kl().mean() / posterior.mean[0].numel()
-        loss = rec + self.edge_weight * edge + self.kl_weight * kl
-        return loss, {"l1": rec.item(), "edge": edge.item(), "kl": kl.item()}
+        loss = rec + self.edge_weight * edge + self.colour_weight * colour + self.kl_weight * kl
+        return loss, {"l1": rec.item(), "edge": edge.item(), "colour": colour.item(), "kl": kl.item()}
 
     @torch.no_grad()
     def finalize(self, network: AutoencoderKL, generator: torch.Generator) -> None:
@@ -101,6 +109,6 @@ class AutoencoderTask:
             "data": self.data,
             "crop": self.crop,
             "min_scale": self.min_scale,
-            "loss": f"L1 + {self.edge_weight:g}·edge L1 + {self.kl_weight:g}·KL",
+            "loss": f"L1 + {self.edge_weight:g}·edge L1 + {self.colour_weight:g}·mean-colour L1 + {self.kl_weight:g}·KL",
         }
 

@@ -2,10 +2,12 @@
 
 Sources (``--data``, comma-separated):
 
-- ``train``: the training sets under the data root (``train/CBSD68``, ``train/Train400``),
-  read through :func:`trt_restore.data.dataset_images`; nothing under ``test/`` is ever read.
-  ``cbsd68`` or ``train400`` alone name one of them (CBSD68 holds the colour versions of
-  the BSD68 test images, so models meant for BSD68 benchmarks should leave it out);
+- ``train``: the training pools under the data root: the colour photographs of
+  ``train/BSDS400``, ``train/CSunHays80`` and ``train/CUrban100-half``, and the grey
+  ``train/Train400`` (grey augmentation), read through :func:`trt_restore.data.dataset_images`;
+  nothing under ``test/`` is ever read. ``bsds400``, ``csunhays80``, ``curban100`` or
+  ``train400`` alone name one of them. ``train/CBSD68`` is never a source: it holds the
+  colour versions of the BSD68 test images;
 - ``skimage``: photographs that scikit-image ships in ``skimage.data`` (no download);
 - ``sklearn``: scikit-learn's ``load_sample_images`` (china, flower), when it is installed.
 
@@ -33,7 +35,12 @@ from trt_restore.data import data_root, dataset_images
 from trt_restore.demo import DEMO_IMAGES
 from trt_restore.errors import UserError
 
-TRAIN_SETS = {"cbsd68": "train/CBSD68", "train400": "train/Train400"}
+TRAIN_SETS = {
+    "bsds400": "train/BSDS400",
+    "csunhays80": "train/CSunHays80",
+    "curban100": "train/CUrban100-half",
+    "train400": "train/Train400",
+}
 TEST_FOLDER = "test"
 # Natural photographs and textures stored inside scikit-image's wheel (fetched without network).
 SKIMAGE_SAMPLES = (
@@ -138,7 +145,7 @@ class CropSampler:
     the pool has both kinds), then from a uniformly chosen image of that kind.
     """
 
-    def __init__(self, pool: Sequence[PoolImage], crop: int, min_scale: float = MIN_SCALE, colour_fraction: float = 0.75):
+    def __init__(self, pool: Sequence[PoolImage], crop: int, min_scale: float = MIN_SCALE, colour_fraction: float = 0.9):
         if not pool:
             raise UserError("the training pool is empty; check --data and the data root")
         if crop < 8:

@@ -43,7 +43,7 @@ def _write_png(path: Path) -> None:
 
 
 def test_training_files_come_from_the_train_sets_only(tmp_path, monkeypatch):
-    for relative in ("train/CBSD68/a.png", "train/Train400/b.png", "test/Set5/baby.png", "test/BSD68/c.png"):
+    for relative in ("train/BSDS400/a.png", "train/CBSD68/x.png", "train/Train400/b.png", "test/Set5/baby.png", "test/BSD68/c.png"):
         _write_png(tmp_path / relative)
     monkeypatch.setenv("TRT_RESTORE_DATA", str(tmp_path))
     files = training_files()
@@ -55,7 +55,7 @@ def test_training_files_come_from_the_train_sets_only(tmp_path, monkeypatch):
 def test_a_train_set_that_leads_into_test_is_refused(tmp_path, monkeypatch):
     _write_png(tmp_path / "test/Set5/baby.png")
     _write_png(tmp_path / "train/Train400/b.png")
-    (tmp_path / "train").joinpath("CBSD68").symlink_to(tmp_path / "test/Set5")
+    (tmp_path / "train").joinpath("BSDS400").symlink_to(tmp_path / "test/Set5")
     monkeypatch.setenv("TRT_RESTORE_DATA", str(tmp_path))
     with pytest.raises(UserError, match="never be trained on"):
         training_files()
@@ -87,10 +87,10 @@ def test_crops_are_seeded_augmented_patches_in_unit_range(skimage_pool):
 
 
 def test_unknown_data_source_is_a_user_error():
-    with pytest.raises(UserError, match="choose from: train, cbsd68, train400, skimage, sklearn"):
+    with pytest.raises(UserError, match="choose from: train, bsds400, csunhays80, curban100, train400, skimage, sklearn"):
         load_pool(["imagenet"])
     with pytest.raises(UserError, match="either 'train' or the sets"):
-        load_pool(["train", "cbsd68"])
+        load_pool(["train", "bsds400"])
 
 
 def _vae_run(workdir: Path, steps: int) -> TrainingRun:
