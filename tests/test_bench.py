@@ -10,18 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trt_restore.bench import (
-    GLUE,
-    NESTED_STAGES,
-    Variant,
-    add_bench_arguments,
-    config_from_args,
-    percentiles,
-    render_markdown,
-    run_bench,
-    steps_override,
-    synthetic_image,
-)
+from trt_restore.bench.command import add_bench_arguments, config_from_args, run_bench
+from trt_restore.bench.config import Variant, steps_override
+from trt_restore.bench.images import synthetic_image
+from trt_restore.bench.report import render_markdown
+from trt_restore.bench.speed import GLUE, NESTED_STAGES, percentiles
 from trt_restore.errors import UserError
 from trt_restore.io import write_image
 from trt_restore.metrics import psnr
@@ -189,7 +182,7 @@ def test_bad_flags_are_refused_clearly(tmp_path):
         parse("--methods", "nope")
     with pytest.raises(UserError, match="lists a variant twice"):
         config_from_args(parse("--variants", "torch,torch"))
-    from trt_restore.bench import dataset_paths
+    from trt_restore.bench.images import dataset_paths
 
     with pytest.raises(UserError, match="unknown data set 'Set99'"):
         dataset_paths("Set99")
@@ -204,14 +197,14 @@ def test_lpips_without_its_package_says_so(tmp_path):
         pass
     else:
         pytest.skip("the lpips package is installed here")
-    from trt_restore.bench import LPIPS
+    from trt_restore.bench.quality import LPIPS
 
     with pytest.raises(UserError, match="needs the 'lpips' package"):
         LPIPS(tmp_path / "weights.pth")
 
 
 def test_memory_guard_refuses_runs_that_cannot_fit():
-    from trt_restore.bench import MemoryGuard, available_mb
+    from trt_restore.bench.machine import MemoryGuard, available_mb
 
     guard = MemoryGuard()
     cpu = torch.device("cpu")
@@ -227,7 +220,8 @@ def test_memory_guard_refuses_runs_that_cannot_fit():
 
 
 def test_address_space_limit_turns_exhaustion_into_an_error():
-    from trt_restore.bench import Skips, address_space_limit
+    from trt_restore.bench.machine import address_space_limit
+    from trt_restore.bench.speed import Skips
 
     skips = Skips(lambda message: None)
     with address_space_limit(256):
