@@ -6,6 +6,7 @@
 - :mod:`.components`: one ``nn.Module`` per network component, each with its ``ComponentSpec``;
 - :mod:`.model_sets`: named collections of networks and the registry behind ``load_model_set``;
 - :mod:`.precision`: the fp16 variant of a component (normalisations and softmax in fp32);
-- :mod:`.onnx_export`, :mod:`.vjp`, :mod:`.graph`: ONNX export, the decoder VJP graph, graph cleanup;
-- :mod:`.train` and its ``train_*`` helpers: training of the bundled small models.
+- :mod:`.onnx_export`, :mod:`.vjp`, :mod:`.graph`: ONNX export, the decoder VJP graph, graph cleanup.
+
+Training of the bundled models lives in :mod:`trt_restore.train`, which imports from here.
 """

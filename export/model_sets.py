@@ -186,9 +186,14 @@ def tiny_model_set() -> ModelSet:
     )
 
 
+def default_models_folder() -> Path:
+    """The package's ``models/`` folder, where ``load_model_set("bundled")`` looks."""
+    return Path(str(files("trt_restore.models")))
+
+
 def bundled_model_set() -> ModelSet:
     """The small trained models shipped in the package's ``models/`` folder."""
-    folder = Path(str(files("trt_restore.models")))
+    folder = default_models_folder()
     if not (folder / MANIFEST).is_file():
         raise UserError(
             f"the bundled models are not in this installation ({folder / MANIFEST} is missing); "

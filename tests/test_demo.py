@@ -22,8 +22,7 @@ from trt_restore.demo import (
     supported_methods,
 )
 from trt_restore.errors import UserError
-from trt_restore.export.model_sets import MANIFEST
-from trt_restore.export.train_package import default_models_folder
+from trt_restore.export.model_sets import MANIFEST, default_models_folder
 from trt_restore.methods import METHODS
 
 

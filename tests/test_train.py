@@ -16,11 +16,11 @@ from trt_restore.data import data_root
 from trt_restore.demo import DEMO_IMAGES
 from trt_restore.errors import UserError
 from trt_restore.export.model_sets import ROLES, load_model_set
-from trt_restore.export.train import train_main
-from trt_restore.export.train_autoencoder import AutoencoderTask
-from trt_restore.export.train_data import SKIMAGE_SAMPLES, CropSampler, load_pool, training_files
-from trt_restore.export.train_diffusion import LatentDiffusionTask
-from trt_restore.export.train_loop import CHECKPOINT, RunOptions, TrainingRun, read_checkpoint, trained_network
+from trt_restore.train.autoencoder import AutoencoderTask
+from trt_restore.train.command import train_main
+from trt_restore.train.data import SKIMAGE_SAMPLES, CropSampler, load_pool, training_files
+from trt_restore.train.diffusion import LatentDiffusionTask
+from trt_restore.train.loop import CHECKPOINT, RunOptions, TrainingRun, read_checkpoint, trained_network
 
 
 @pytest.fixture

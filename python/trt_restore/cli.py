@@ -41,7 +41,7 @@ from . import __version__
 from .bench import add_bench_arguments, run_bench
 from .demo import add_demo_arguments, run_demo
 from .errors import UserError
-from .export.train import add_train_arguments, run_train
+from .train.command import add_train_arguments, run_train
 from .methods import DEFAULT_METHOD, METHODS, NOISE_SOURCES
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ networks as a model set (float16 safetensors, one diffusers folder per role) wit
 model card per role; ``all`` trains every component in order and packages them.
 
 Defaults per component (minutes on one CPU thread, batch, learning rate, crop):
-see :data:`DEFAULTS`. ``all --minutes M`` shares M among the components in proportion
+see :data:`.registry.DEFAULTS`. ``all --minutes M`` shares M among the components in proportion
 to their default times.
 """
 
@@ -18,35 +18,17 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from trt_restore.errors import UserError
 
-COMPONENTS = ("vae", "unet", "sr_unet", "pixel_unet", "inn_pixel", "inn_latent")
+from .registry import COMPONENTS, DEFAULTS
+
 ACTIONS = (*COMPONENTS, "all", "package")
 ARCHITECTURES = ("small", "tiny")
 DEFAULT_WORKDIR = Path("trt-train")
 DEFAULT_DATA = "train,skimage,sklearn"
 SUMMARY = "train the bundled small models, one component at a time (resumable)"
-
-
-@dataclass(frozen=True)
-class Defaults:
-    minutes: float
-    batch_size: int
-    lr: float
-    crop: int
-
-
-DEFAULTS: dict[str, Defaults] = {
-    "vae": Defaults(minutes=16, batch_size=8, lr=5e-4, crop=64),
-    "unet": Defaults(minutes=14, batch_size=16, lr=2e-4, crop=96),
-    "sr_unet": Defaults(minutes=12, batch_size=16, lr=2e-4, crop=96),
-    "pixel_unet": Defaults(minutes=14, batch_size=16, lr=2e-4, crop=32),
-    "inn_pixel": Defaults(minutes=4, batch_size=16, lr=1e-3, crop=64),
-    "inn_latent": Defaults(minutes=5, batch_size=16, lr=1e-3, crop=64),
-}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,16 +57,16 @@ def _device(name: str):
 
 
 def _task(component: str, args: argparse.Namespace, sources: list[str], crop: int, batch: int):
-    """The :class:`~.train_loop.TrainingTask` of ``component``."""
+    """The :class:`~.loop.TrainingTask` of ``component``."""
     if component == "vae":
-        from .train_autoencoder import AutoencoderTask
+        from .autoencoder import AutoencoderTask
 
         return AutoencoderTask(sources, args.arch, crop)
     if component in ("inn_pixel", "inn_latent"):
-        from .train_inn import INNTask
+        from .inn import INNTask
 
         return INNTask(component.removeprefix("inn_"), args.workdir, sources, args.arch, crop)
-    from .train_diffusion import BANK_SIZE, LatentDiffusionTask, PixelDiffusionTask, SRDiffusionTask
+    from .diffusion import BANK_SIZE, LatentDiffusionTask, PixelDiffusionTask, SRDiffusionTask
 
     if component == "pixel_unet":
         return PixelDiffusionTask(sources, args.arch, crop)
@@ -108,8 +90,8 @@ def _command(component: str, args: argparse.Namespace, minutes: float | None, ba
 
 def train_component(component: str, args: argparse.Namespace, minutes: float | None):
     """Train (or resume) one component with the per-component defaults where ``args`` leaves them open;
-    returns its :class:`~.train_loop.TrainingRun`."""
-    from .train_loop import RunOptions, TrainingRun
+    returns its :class:`~.loop.TrainingRun`."""
+    from .loop import RunOptions, TrainingRun
 
     defaults = DEFAULTS[component]
     batch = args.batch_size or defaults.batch_size
@@ -138,7 +120,7 @@ def train_component(component: str, args: argparse.Namespace, minutes: float | N
 
 
 def _package(args: argparse.Namespace) -> None:
-    from .train_package import package_models
+    from .package import package_models
 
     out = package_models(args.workdir, args.out)
     print(f"wrote the model set to {out}", flush=True)
@@ -168,7 +150,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
-    """``trt-restore train`` as a standalone program (``python -m trt_restore.export.train``)."""
+    """``trt-restore train`` as a standalone program (``python -m trt_restore.train.command``)."""
     parser = argparse.ArgumentParser(prog="trt-restore train", description=SUMMARY)
     add_train_arguments(parser)
     args = parser.parse_args(argv)

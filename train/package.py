@@ -2,26 +2,25 @@
 
 The set is written by :meth:`ModelSet.save_pretrained` with float16 weights (they load
 back as float32), then read back and measured on the held-out images
-(:mod:`.train_eval`), so the cards describe exactly the files that ship. The cards go
+(:mod:`.evaluation`), so the cards describe exactly the files that ship. The cards go
 to ``README.md`` in the same folder, one section per role.
 """
 
 from __future__ import annotations
 
 import copy
-from importlib.resources import files
 from pathlib import Path
 
 from diffusers.models.modeling_utils import ModelMixin
 
 from trt_restore.demo import DEMO_IMAGES
+from trt_restore.export.components import autoencoder_meta
+from trt_restore.export.model_sets import ModelSet, default_models_folder
+from trt_restore.export.models import WEIGHT_FILES
 
-from .components import autoencoder_meta
-from .model_sets import ModelSet
-from .models import WEIGHT_FILES
-from .train import COMPONENTS
-from .train_eval import EVAL_SIZE, EVAL_STEPS, autoencoder_quality, denoising_quality, held_out_images, inn_quality
-from .train_loop import final_losses, read_checkpoint, trained_network
+from .evaluation import EVAL_SIZE, EVAL_STEPS, autoencoder_quality, denoising_quality, held_out_images, inn_quality
+from .loop import final_losses, read_checkpoint, trained_network
+from .registry import COMPONENTS
 
 SET_NAME = "bundled"
 CARDS = "README.md"
@@ -54,11 +53,6 @@ NOTES = {
         "for blur, bicubic SR, inpainting and colourisation."
     ),
 }
-
-
-def default_models_folder() -> Path:
-    """The package's ``models/`` folder, where ``load_model_set("bundled")`` looks."""
-    return Path(str(files("trt_restore.models")))
 
 
 def package_models(workdir: Path, out: Path | None = None) -> Path:

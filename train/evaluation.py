@@ -17,14 +17,14 @@ from __future__ import annotations
 import torch
 
 from trt_restore.demo import DEMO_IMAGES, demo_image
+from trt_restore.export.components import Decoder, Encoder, SRDenoiser
+from trt_restore.export.inn import WaveletINN
+from trt_restore.export.model_sets import ModelSet
 from trt_restore.metrics import psnr
 from trt_restore.operators import make_operator
 from trt_restore.pipelines.schedule import NoiseSchedule
 
-from .components import Decoder, Encoder, SRDenoiser
-from .inn import WaveletINN
-from .model_sets import ModelSet
-from .train_inn import STANDARD_DEGRADATIONS, coarse_and_target
+from .inn import STANDARD_DEGRADATIONS, coarse_and_target
 
 EVAL_SIZE = 128
 EVAL_STEPS = (100, 400)

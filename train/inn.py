@@ -23,15 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from trt_restore.errors import UserError
+from trt_restore.export.components import Encoder, autoencoder_meta
+from trt_restore.export.inn import WaveletINN
+from trt_restore.export.tiny import tiny_inn
 from trt_restore.inn_condition import degradation_embedding
 from trt_restore.operators import Degradation, Operator, make_operator
 from trt_restore.pipelines.indigo import coarse_target, full_size_observation
 
-from .components import Encoder, autoencoder_meta
-from .inn import WaveletINN
-from .tiny import tiny_inn
-from .train_data import MIN_SCALE, CropSampler, describe_pool, load_pool
-from .train_loop import trained_network
+from .data import MIN_SCALE, CropSampler, describe_pool, load_pool
+from .loop import trained_network
 
 INN_SIGMA_MAX = 0.1
 # (task, operator parameters): the degradations the demo and benchmarks use, with their default settings.

@@ -30,14 +30,14 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 
 from trt_restore.errors import UserError
+from trt_restore.export.components import Encoder, autoencoder_meta
+from trt_restore.export.model_sets import DDPM_SCHEDULE, LDM_SR_SCHEDULE, SD_SCHEDULE
+from trt_restore.export.tiny import tiny_pixel_unet, tiny_sr_unet, tiny_unet
 from trt_restore.operators import Degradation, make_operator
 from trt_restore.pipelines.schedule import NoiseSchedule
 
-from .components import Encoder, autoencoder_meta
-from .model_sets import DDPM_SCHEDULE, LDM_SR_SCHEDULE, SD_SCHEDULE
-from .tiny import tiny_pixel_unet, tiny_sr_unet, tiny_unet
-from .train_data import MIN_SCALE, CropSampler, describe_pool, load_pool
-from .train_loop import trained_network
+from .data import MIN_SCALE, CropSampler, describe_pool, load_pool
+from .loop import trained_network
 
 SR_SIGMA_MAX = 0.05
 BANK_SIZE = 2048  # encoded crops the latent UNets draw from

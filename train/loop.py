@@ -30,8 +30,7 @@ import torch
 from diffusers.models.modeling_utils import ModelMixin
 
 from trt_restore.errors import UserError
-
-from .models import NETWORK_CLASSES
+from trt_restore.export.models import NETWORK_CLASSES
 
 CHECKPOINT = "checkpoint.pt"
 LOSS_LOG = "losses.csv"

@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from .components import Encoder
-from .tiny import tiny_autoencoder_kl
-from .train_data import MIN_SCALE, CropSampler, describe_pool, load_pool
+from trt_restore.export.components import Encoder
+from trt_restore.export.tiny import tiny_autoencoder_kl
+
+from .data import MIN_SCALE, CropSampler, describe_pool, load_pool
 
 SCALE_SAMPLES = 256  # crops used to measure the latent scale
 
