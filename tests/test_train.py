@@ -43,18 +43,20 @@ def _write_png(path: Path) -> None:
 
 
 def test_training_files_come_from_the_train_sets_only(tmp_path, monkeypatch):
-    for relative in ("train/BSDS400/a.png", "train/CBSD68/x.png", "train/Train400/b.png", "test/Set5/baby.png", "test/BSD68/c.png"):
+    pools = ("train/BSDS400/a.png", "train/CSunHays80/s.png", "train/CUrban100-half/u.png", "train/Train400/b.png")
+    for relative in (*pools, "train/CBSD68/x.png", "test/Set5/baby.png", "test/BSD68/c.png"):
         _write_png(tmp_path / relative)
     monkeypatch.setenv("TRT_RESTORE_DATA", str(tmp_path))
     files = training_files()
-    assert [path.name for path in files] == ["a.png", "b.png"]
+    assert [path.name for path in files] == ["a.png", "s.png", "u.png", "b.png"]
     assert not any(path.resolve().is_relative_to(tmp_path / "test") for path in files)
     assert [image.name for image in load_pool(["train400"])] == ["b.png"]
 
 
 def test_a_train_set_that_leads_into_test_is_refused(tmp_path, monkeypatch):
     _write_png(tmp_path / "test/Set5/baby.png")
-    _write_png(tmp_path / "train/Train400/b.png")
+    for relative in ("train/CSunHays80/s.png", "train/CUrban100-half/u.png", "train/Train400/b.png"):
+        _write_png(tmp_path / relative)
     (tmp_path / "train").joinpath("BSDS400").symlink_to(tmp_path / "test/Set5")
     monkeypatch.setenv("TRT_RESTORE_DATA", str(tmp_path))
     with pytest.raises(UserError, match="never be trained on"):

@@ -31,7 +31,7 @@ SCALE_SAMPLES = 256  # crops used to measure the latent scale
 COLOUR_POOL = 8  # window of the mean-colour term
 
 
-def small_autoencoder(widths: tuple[int, int, int] = (64, 128, 128), latent_channels: int = 4) -> AutoencoderKL:
+def small_autoencoder(widths: tuple[int, int, int] = (64, 128, 128), latent_channels: int = 8) -> AutoencoderKL:
     """KL autoencoder, downsampling 4 (three blocks, two downsamplings)."""
     return AutoencoderKL(
         down_block_types=("DownEncoderBlock2D",) * 3,
