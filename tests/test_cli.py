@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from trt_restore import cli
-from trt_restore.cli import build_parser, expand_shorthand, main, noise_level, task_parameter
+from trt_restore.cli import build_parser, expand_shorthand, main
+from trt_restore.cli.arguments import noise_level, task_parameter
 from trt_restore.errors import UserError
 from trt_restore.io import read_image, write_image
 
@@ -193,5 +194,5 @@ def test_verbose_logs_stage_timings(clean_png, tmp_path, caplog):
     assert (
         main(["-v", "degrade", "--task", "denoise", "--sigma", "0", str(clean_png), "-o", str(tmp_path / "o.png")]) == 0
     )
-    messages = [record.getMessage() for record in caplog.records if record.name == "trt_restore.cli"]
+    messages = [record.getMessage() for record in caplog.records if record.name == "trt_restore.jobs.timing"]
     assert [re.fullmatch(r"(\w+): \d+\.\d{3} s", message)[1] for message in messages] == ["read", "degrade", "write"]

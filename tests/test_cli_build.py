@@ -14,9 +14,11 @@ import onnx
 import pytest
 import torch
 
-from trt_restore.cli import DEFAULT_TASK_KEY, EXIT_CANNOT_RUN, main
+from trt_restore.cli import main
+from trt_restore.cli.info import EXIT_CANNOT_RUN
 from trt_restore.engine.bundle_writer import write_bundle
 from trt_restore.io import read_image, write_image
+from trt_restore.jobs.request import DEFAULT_TASK_KEY
 from trt_restore.metrics import psnr
 from trt_restore.runtime.bundle import Bundle
 

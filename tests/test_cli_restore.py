@@ -9,10 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trt_restore.cli import EXIT_SOME_FAILED, build_parser, main, method_settings
+from trt_restore.cli import build_parser, main
+from trt_restore.cli.arguments import method_settings
 from trt_restore.data import dataset_images
 from trt_restore.errors import UserError
 from trt_restore.io import fit_alpha, read_image, write_image
+from trt_restore.jobs.report import EXIT_SOME_FAILED
 from trt_restore.metrics import psnr
 from trt_restore.pipelines import PIPELINES
 
@@ -160,7 +162,7 @@ def test_engines_are_loaded_once_for_images_of_any_size(images, tmp_path, monkey
 def test_verbose_logs_per_component_timings(images, tmp_path, caplog):
     caplog.set_level("INFO", logger="trt_restore")
     assert restore(images["clean"], tmp_path / "out.png", "ddrm", "denoise", "-v") == 0
-    messages = [record.getMessage() for record in caplog.records if record.name == "trt_restore.cli"]
+    messages = [record.getMessage() for record in caplog.records if record.name == "trt_restore.jobs.timing"]
     assert any(message.startswith("load engines: ") for message in messages)
     assert any(message.startswith(f"restore {images['clean']}: ") for message in messages)
     assert "  pixel_unet: 2 calls" in "\n".join(messages)

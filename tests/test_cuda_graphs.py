@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from trt_restore import restore
 from trt_restore.api import load_models
-from trt_restore.cli import main, method_settings
+from trt_restore.cli import main
+from trt_restore.cli.arguments import method_settings
 from trt_restore.errors import UserError
 from trt_restore.operators import Degradation, make_operator
 from trt_restore.pipelines import Models

@@ -15,9 +15,10 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from trt_restore.cli import EXIT_SOME_FAILED, main
+from trt_restore.cli import main
 from trt_restore.distributed.batch import restore_on_ray
 from trt_restore.io import read_image, write_image
+from trt_restore.jobs.report import EXIT_SOME_FAILED
 
 FLAGS = ("--method", "ddrm", "--task", "denoise", "--sigma", "0.05", "--seed", "3", "--steps", "2")
 FLAGS += ("--model-set", "tiny", "--backend", "torch", "--threads", "1", "--quiet")

@@ -18,7 +18,8 @@ ray = pytest.importorskip("ray")
 from ray import serve
 from trt_restore.api import restore
 from trt_restore.cli import build_parser
-from trt_restore.distributed.serve import serve_options, start_server
+from trt_restore.cli.serve import serve_options
+from trt_restore.distributed.serve import start_server
 from trt_restore.io import read_image, write_image
 
 REQUESTS = 50

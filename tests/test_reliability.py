@@ -22,10 +22,12 @@ from PIL import Image as PILImage
 
 import trt_restore.api
 import trt_restore.io
-from trt_restore import cli
-from trt_restore.cli import EXIT_INTERRUPTED, EXIT_SOME_FAILED, SUMMARY_NAME, main
+import trt_restore.jobs.batch
+from trt_restore.cli import EXIT_INTERRUPTED, main
 from trt_restore.errors import UserError
 from trt_restore.io import read_image, write_image
+from trt_restore.jobs.report import EXIT_SOME_FAILED, SUMMARY_NAME
+from trt_restore.jobs.retry import is_out_of_memory
 from trt_restore.runtime.bundle import MANIFEST_NAME
 from trt_restore.runtime.tiling import TiledEngine
 
@@ -320,7 +322,7 @@ def test_an_interrupted_write_leaves_no_file(inputs, tmp_path, monkeypatch, caps
 
 
 def test_sigterm_stops_like_ctrl_c_and_saves_the_summary(inputs, tmp_path, monkeypatch, capsys):
-    write = cli.write_restored
+    write = trt_restore.jobs.batch.write_restored
     writes = []
 
     def terminate_on_the_second_write(*args, **kwargs):
@@ -329,7 +331,7 @@ def test_sigterm_stops_like_ctrl_c_and_saves_the_summary(inputs, tmp_path, monke
             os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, before the write
         write(*args, **kwargs)
 
-    monkeypatch.setattr(cli, "write_restored", terminate_on_the_second_write)
+    monkeypatch.setattr(trt_restore.jobs.batch, "write_restored", terminate_on_the_second_write)
     handler = signal.getsignal(signal.SIGTERM)
     outputs = tmp_path / "out"
     assert restore(inputs, "-o", outputs) == EXIT_INTERRUPTED
@@ -415,7 +417,7 @@ def test_out_of_memory_retries_on_half_size_tiles_for_the_rest_of_the_batch(
     ],
 )
 def test_is_out_of_memory(error, expected):
-    assert cli.is_out_of_memory(error) is expected
+    assert is_out_of_memory(error) is expected
 
 
 def test_out_of_memory_twice_says_to_pass_a_smaller_tile(inputs, cpu_bundle, tmp_path, monkeypatch, capsys):

@@ -6,3 +6,6 @@ restoration over HTTP with Ray Serve. :mod:`~trt_restore.distributed.storage` re
 and writes local paths and the URIs that ``pyarrow.fs`` knows (``s3://``, ``gs://``,
 ``file://``). Only these modules import Ray, and only when they are used.
 """
+
+RAY_LOCAL = "local"
+"""The value of a bare ``--ray``: start Ray on this machine."""

@@ -15,11 +15,9 @@ the progress bar and the summary JSON, which ``--resume`` and Ctrl-C treat as on
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import math
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,20 +27,12 @@ from typing import Any
 import numpy as np
 import ray
 
-from ..cli import (
-    DEFAULT_MAX_PIXELS,
-    SUMMARY_NAME,
-    BatchReport,
-    EngineSource,
-    RestoreRequest,
-    batch_report,
-    check_bits,
-    make_folder,
-    restore_request,
-    restore_with_retry,
-    write_restored,
-)
 from ..errors import UserError
+from ..jobs.engines import EngineSource
+from ..jobs.outputs import check_bits, make_folder, write_restored
+from ..jobs.report import SUMMARY_NAME, BatchReport, batch_report
+from ..jobs.request import DEFAULT_MAX_PIXELS, RestoreRequest
+from ..jobs.retry import restore_with_retry
 from .cluster import (
     ShippedBundle,
     check_address,
@@ -223,30 +213,6 @@ def _check_request(request: RestoreRequest, sources: Sequence[str], max_pixels: 
             continue
         request.check(image)
         return
-
-
-def run_restore_on_ray(args: argparse.Namespace) -> int:
-    """``trt-restore restore --ray``: the flags of ``restore``, on a Ray cluster."""
-    if args.save_intermediates is not None:
-        raise UserError("--save-intermediates does not apply with --ray; drop it or run without --ray")
-    request = restore_request(args)
-    pairs = plan_targets(list_sources(args.inputs), args.output)
-    status, _ = run_batch(
-        pairs,
-        request,
-        EngineSource.from_args(args, request),
-        address=args.ray,
-        workers=args.workers,
-        threads=args.threads or 1,
-        batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
-        tile=args.tile,
-        max_pixels=args.max_pixels,
-        bits=args.bits,
-        resume=args.resume,
-        summary=None if args.summary is None else str(args.summary),
-        show=not args.quiet and sys.stderr.isatty(),
-    )
-    return status
 
 
 def restore_on_ray(

@@ -9,8 +9,8 @@ from typing import Any
 
 import ray
 
-from ..cli import RAY_LOCAL
 from ..errors import UserError
+from . import RAY_LOCAL
 
 
 def connect(address: str | None) -> bool:

@@ -16,7 +16,6 @@ when the server fails (engines that do not load or run); every error is JSON
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import logging
@@ -32,21 +31,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..api import sr_factor
-from ..cli import (
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_TASK_KEY,
-    EngineCache,
-    EngineSource,
-    RestoreRequest,
-    method_settings,
-    model_set_name,
-    noise_level,
-    restore_with_retry,
-    task_parameter,
-    write_restored,
-)
 from ..errors import UserError
-from .cluster import ShippedBundle, connect, gpus_in_cluster
+from ..jobs.engines import EngineCache, EngineSource
+from ..jobs.outputs import write_restored
+from ..jobs.request import DEFAULT_MAX_PIXELS, RestoreRequest, settings_of
+from ..jobs.retry import restore_with_retry
+from ..jobs.values import BadValue, noise_level, task_parameter
+from .cluster import ShippedBundle, gpus_in_cluster
 
 if TYPE_CHECKING:
     from ..io import Image
@@ -185,21 +176,18 @@ class Restorer:
             image = dataclasses.replace(image, path=Path("the request body"))
             request.check_size(image, self.options.max_pixels)
             request.check(image)
-        except (UserError, argparse.ArgumentTypeError) as error:
+        except (UserError, BadValue) as error:
             raise BadRequest(400, str(error)) from None
         return Job(request, image)
 
     def settings_of(self, method: str) -> dict[str, Any]:
         """The served method settings that ``method`` has; an unknown method, or another than the bundle's, is refused."""
-        from ..pipelines import pipeline_class
-
-        pipeline_class(method)
+        settings = settings_of(method, self.options.settings)
         if self.source.engine is not None and method != self.source.method:
             raise UserError(
                 f"this server runs a '{self.source.method}' bundle; drop method= or ask for {self.source.method}"
             )
-        settings = method_settings()
-        return {name: value for name, value in self.options.settings.items() if method in settings[name].per_method}
+        return settings
 
     @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
     async def restore_batch(self, jobs: list[Job]) -> list[Response]:
@@ -258,54 +246,3 @@ def start_server(options: ServeOptions, *, host: str = "127.0.0.1", port: int = 
             "check --engine or --model-set, --backend and --device"
         ) from None
     return f"http://{host}:{port}"
-
-
-def serve_options(args: argparse.Namespace) -> ServeOptions:
-    """The server's options from the flags of ``trt-restore serve``."""
-    from ..methods import DEFAULT_METHOD
-    from ..runtime.bundle import Bundle
-
-    method, task = args.method, args.task
-    if args.engine is not None:
-        bundle = Bundle.open(args.engine)
-        if method not in (None, bundle.method):
-            raise UserError(f"{args.engine} holds a '{bundle.method}' bundle, not '{method}'; drop --method")
-        method, task = bundle.method, task or bundle.meta.get(DEFAULT_TASK_KEY)
-    method = method or DEFAULT_METHOD
-    settings = {
-        name: getattr(args, setting.dest)
-        for name, setting in method_settings().items()
-        if getattr(args, setting.dest) is not None
-    }
-    source = EngineSource(method, None, model_set_name(args), args.backend, args.device, args.threads or 1, False, 1)
-    return ServeOptions(
-        source,
-        None if args.engine is None else ShippedBundle(args.engine),
-        task,
-        settings,
-        tile=args.tile,
-        max_bytes=int(args.max_request_mb * 1e6),
-        max_pixels=args.max_pixels,
-        max_batch_size=args.max_batch_size,
-        batch_wait_s=args.batch_wait_ms / 1000,
-    )
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    """``trt-restore serve``: start the server and keep it up until Ctrl-C or SIGTERM."""
-    started = connect(args.ray)
-    try:
-        url = start_server(serve_options(args), host=args.host, port=args.port, replicas=args.replicas)
-        print(f"serving on {url}{RESTORE_PATH} (health: {url}{HEALTH_PATH}); Ctrl-C stops", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            print("stopping", flush=True)
-        serve.shutdown()
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-    return 0

@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..data import IMAGE_SUFFIXES
 from ..errors import UserError
+from ..jobs import resume
+from ..jobs.inputs import collect_inputs, plan_outputs
+from ..jobs.report import write_summary
 
 if TYPE_CHECKING:
     from pyarrow.fs import FileSystem
@@ -46,8 +49,6 @@ def join(folder: str, name: str) -> str:
 
 def list_sources(specs: Sequence[str]) -> list[str]:
     """The image files named by each INPUT (a file, a folder or a glob; a path or a URI), each once, in order."""
-    from ..cli import collect_inputs
-
     found: dict[str, str] = {}
     for spec in specs:
         if is_uri(spec):
@@ -86,9 +87,7 @@ def _list_uri(uri: str) -> list[str]:
 
 def plan_targets(sources: Sequence[str], output: str) -> list[tuple[str, str]]:
     """(input, output) pairs, each output ``<output folder>/<input stem>.png``: as
-    :func:`~trt_restore.cli.plan_outputs` does for local paths, and for URIs."""
-    from ..cli import plan_outputs
-
+    :func:`~trt_restore.jobs.inputs.plan_outputs` does for local paths, and for URIs."""
     if not is_uri(output) and not any(is_uri(source) for source in sources):
         return [(str(s), str(t)) for s, t in plan_outputs([Path(s) for s in sources], Path(output))]
     targets: dict[str, str] = {}
@@ -161,11 +160,9 @@ def image_size(location: str) -> tuple[int, int]:
 
 
 def is_complete(location: str) -> bool:
-    """Whether an output exists and decodes (see :func:`trt_restore.cli.is_complete`)."""
-    from ..cli import is_complete as is_complete_file
-
+    """Whether an output exists and decodes (see :func:`trt_restore.jobs.resume.is_complete`)."""
     if not is_uri(location):
-        return is_complete_file(Path(location))
+        return resume.is_complete(Path(location))
     try:
         read_input(location)
     except UserError:
@@ -213,9 +210,8 @@ def folder_of(location: str) -> str:
 
 
 def write_summary_to(location: str, summary: Mapping[str, Any]) -> None:
-    """Write the batch summary as JSON to a path (atomically, see :func:`~trt_restore.cli.write_summary`) or a URI."""
-    from ..cli import write_summary
-
+    """Write the batch summary as JSON to a path (atomically, see :func:`~trt_restore.jobs.report.write_summary`)
+    or a URI."""
     if is_uri(location):
         upload((json.dumps(summary, indent=2) + "\n").encode(), location)
     else:
