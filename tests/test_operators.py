@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from trt_restore.errors import UserError
 from trt_restore.operators import Degradation, Operator, conjugate_gradient, make_operator
+from trt_restore.operators.base import relative_error, standard_normal
 from trt_restore.operators.padded import PaddedOperator
 
 F64 = torch.float64
@@ -51,52 +52,31 @@ def has_svd(task: str) -> bool:
 SVD_PARAMS = [p for p in PARAMS if has_svd(p.values[0])]
 
 
-def randn(*shape: int, seed: int = 0, dtype: torch.dtype = F64) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64).to(dtype)
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
-
-
-def check_adjoint(op: Operator, batch: int = 2) -> None:
-    """⟨A x, y⟩ = ⟨x, Aᵀ y⟩ to 1e-10 relative to the Cauchy–Schwarz bound ‖A x‖‖y‖."""
-    x = randn(batch, *op.x_shape[1:], seed=1)
-    y = randn(*op.y_shape(x.shape), seed=2)
-    ax = op.A(x)
-    assert abs((ax * y).sum() - (x * op.A_adjoint(y)).sum()) <= 1e-10 * ax.norm() * y.norm()
-
-
-def check_svd(op: Operator, batch: int = 2) -> None:
-    """A x = U(Σ ⊙ Vᵀx), V Vᵀ = Vᵀ V = I, Uᵀ U = U Uᵀ = I, Σ sorted descending."""
-    x = randn(batch, *op.x_shape[1:], seed=3)
+def check_svd(op: Operator) -> None:
+    """Σ sorted descending and non-negative, K ≤ min(M, N), Vᵀ x of shape (B, N), A = U Σ Vᵀ, V and U orthogonal."""
     s = op.singular_values()
-    k, m = s.numel(), op.m
-    assert s.dim() == 1 and k <= min(m, op.n)
+    assert s.dim() == 1 and s.numel() <= min(op.m, op.n)
     assert bool((s[1:] <= s[:-1]).all()) and bool((s >= 0).all())
-    vt_x = op.V_adjoint(x)
-    assert vt_x.shape == (batch, op.n)
-    padded = torch.zeros(batch, m, dtype=F64)
-    padded[:, :k] = s * vt_x[:, :k]
-    assert rel(op.U(padded), op.A(x).reshape(batch, -1)) < 1e-10
-    assert rel(op.V(vt_x), x.reshape(batch, -1)) < 1e-10
-    v = randn(batch, op.n, seed=4)
-    assert rel(op.V_adjoint(op.V(v)), v) < 1e-10
-    u = randn(batch, m, seed=5)
-    assert rel(op.U_adjoint(op.U(u)), u) < 1e-10
-    assert rel(op.U(op.U_adjoint(u)), u) < 1e-10
+    assert op.V_adjoint(standard_normal((2, *op.x_shape[1:]), 3)).shape == (2, op.n)
+    assert op.svd_error() < 1e-10
+    assert op.orthogonality_error() < 1e-10
 
 
-def check_prox(op: Operator, batch: int = 2) -> None:
-    """∇ = Aᵀ(A t − b) + μ (t − z) vanishes at t = prox_l2(b, z, μ), which matches the generic CG solve."""
-    b = randn(*op.y_shape((batch, *op.x_shape[1:])), seed=6)
-    z = randn(batch, *op.x_shape[1:], seed=7)
-    for mu in (0.3, torch.tensor([0.05, 2.0], dtype=F64)[:batch]):
-        t = op.prox_l2(b, z, mu)
-        mu_b = mu if isinstance(mu, float) else mu.reshape(-1, 1, 1, 1)
-        gradient = op.A_adjoint(op.A(t) - b) + mu_b * (t - z)
-        assert gradient.norm() <= 1e-8 * (op.A_adjoint(b) + mu_b * z).norm()
-        assert rel(t, Operator.prox_l2(op, b, z, mu)) < 1e-8
+def check_prox(op: Operator) -> None:
+    """prox_l2 is the minimiser, for one μ and for one per item, and matches the generic CG solve."""
+    z = standard_normal((2, *op.x_shape[1:]), 7)
+    b = standard_normal(op.y_shape(tuple(z.shape)), 6)
+    for mu in (0.3, torch.tensor([0.05, 2.0], dtype=F64)):
+        assert op.prox_error(b, z, mu) < 1e-8
+        assert relative_error(op.prox_l2(b, z, mu), Operator.prox_l2(op, b, z, mu)) < 1e-8
+
+
+def check_identities(op: Operator) -> None:
+    """Adjointness to 1e-10 of the Cauchy–Schwarz bound, the data step and, where one exists, the SVD."""
+    assert op.adjointness_error() <= 1e-10
+    check_prox(op)
+    if op.has_svd:
+        check_svd(op)
 
 
 def build(task: str, params: dict, size: tuple[int, int], channels: int = 3) -> Operator:
@@ -106,7 +86,7 @@ def build(task: str, params: dict, size: tuple[int, int], channels: int = 3) -> 
 @pytest.mark.parametrize("task, params, size", PARAMS)
 def test_observation_shape(task, params, size):
     op = build(task, params, size)
-    x = randn(2, 3, *size)
+    x = standard_normal((2, 3, *size), 0)
     assert op.x_shape == (1, 3, *size)
     assert tuple(op.A(x).shape) == op.y_shape(tuple(x.shape))
     assert op.has_svd == has_svd(task)
@@ -114,7 +94,7 @@ def test_observation_shape(task, params, size):
 
 @pytest.mark.parametrize("task, params, size", PARAMS)
 def test_adjoint(task, params, size):
-    check_adjoint(build(task, params, size))
+    assert build(task, params, size).adjointness_error() <= 1e-10
 
 
 @pytest.mark.parametrize("task, params, size", SVD_PARAMS)
@@ -131,12 +111,12 @@ def test_generic_cg_matches_a_dense_solve():
     op = make_operator("sr2-gauss", size=(4, 6), channels=1, kernel=torch.rand(3, 2, dtype=F64))
     basis = torch.eye(op.n, dtype=F64).reshape(op.n, 1, 4, 6)
     dense = op.A(basis).reshape(op.n, -1).T  # (M, N)
-    b, z, mu = randn(1, 1, 2, 3, seed=1), randn(1, 1, 4, 6, seed=2), 0.01
+    b, z, mu = standard_normal((1, 1, 2, 3), 1), standard_normal((1, 1, 4, 6), 2), 0.01
     rhs = dense.T @ b.reshape(-1) + mu * z.reshape(-1)
     expected = torch.linalg.solve(dense.T @ dense + mu * torch.eye(op.n, dtype=F64), rhs)
     solved = conjugate_gradient(lambda t: op.A_adjoint(op.A(t)) + mu * t, rhs.reshape(z.shape))
-    assert rel(solved.reshape(-1), expected) < 1e-10
-    assert rel(Operator.prox_l2(op, b, z, mu).reshape(-1), expected) < 1e-10
+    assert relative_error(solved.reshape(-1), expected) < 1e-10
+    assert relative_error(Operator.prox_l2(op, b, z, mu).reshape(-1), expected) < 1e-10
 
 
 def test_separable_and_permutation_singular_values():
@@ -158,9 +138,7 @@ def test_circular_blur_properties(height, width, data):
     kw = data.draw(st.integers(1, width))
     kernel = torch.rand(kh, kw, generator=torch.Generator().manual_seed(data.draw(st.integers(0, 999))), dtype=F64)
     op = make_operator("deblur-motion", size=(height, width), channels=data.draw(st.integers(1, 3)), kernel=kernel)
-    check_adjoint(op)
-    check_svd(op)
-    check_prox(op)
+    check_identities(op)
 
 
 @settings(max_examples=15, deadline=None)
@@ -170,9 +148,7 @@ def test_inpaint_properties(height, width, channels, seed, share):
     mask[0, 0, 0] = True
     op = make_operator("inpaint", size=(height, width), channels=channels, mask=mask)
     assert op.singular_values().numel() == int(mask.sum())
-    check_adjoint(op)
-    check_svd(op)
-    check_prox(op)
+    check_identities(op)
 
 
 @settings(max_examples=15, deadline=None)
@@ -186,10 +162,7 @@ def test_super_resolution_properties(family, scale, low, channels):
     side = scale * min(low)
     params = {"kernel_sigma": 0.8, "kernel_size": min(5, side - (side + 1) % 2)} if family == "-gauss" else {}
     op = make_operator(f"sr{scale}{family}", size=(low[0] * scale, low[1] * scale), channels=channels, **params)
-    check_adjoint(op)
-    check_prox(op)
-    if op.has_svd:
-        check_svd(op)
+    check_identities(op)
 
 
 @settings(max_examples=15, deadline=None)
@@ -204,9 +177,7 @@ def test_separable_blur_properties(height, width, sigma, half):
         make_operator("deblur-gauss", size=(height, width), channels=2, kernel_sigma=sigma, kernel_size=2 * half + 1),
         make_operator("deblur-uniform", size=(height, width), channels=1, kernel_size=2 * half + 1),
     ):
-        check_adjoint(op)
-        check_svd(op)
-        check_prox(op)
+        check_identities(op)
 
 
 # Dtypes and devices.
@@ -216,15 +187,15 @@ def test_separable_blur_properties(height, width, sigma, half):
 )
 def test_float32_follows_float64(task, params):
     op = build(task, params, (8, 12))
-    x64, z64 = randn(2, 3, 8, 12, seed=1), randn(2, 3, 8, 12, seed=2)
+    x64, z64 = standard_normal((2, 3, 8, 12), 1), standard_normal((2, 3, 8, 12), 2)
     b64 = op.A(x64)
     x32, b32, z32 = x64.float(), b64.float(), z64.float()
     assert op.A(x32).dtype == torch.float32 and op.A_adjoint(b32).dtype == torch.float32
     t32 = op.prox_l2(b32, z32, 0.1)
     assert t32.dtype == torch.float32
-    assert rel(t32.double(), op.prox_l2(b64, z64, 0.1)) < 1e-4
+    assert relative_error(t32.double(), op.prox_l2(b64, z64, 0.1)) < 1e-4
     if op.has_svd:
-        assert rel(op.V(op.V_adjoint(x32)).double(), x64.reshape(2, -1)) < 1e-5
+        assert relative_error(op.V(op.V_adjoint(x32)).double(), x64.reshape(2, -1)) < 1e-5
         assert op.singular_values(torch.float32).dtype == torch.float32
 
 
@@ -235,16 +206,16 @@ def test_float32_follows_float64(task, params):
 )
 def test_cuda_matches_cpu(task, params):
     op = build(task, params, (8, 12))
-    x, z = randn(2, 3, 8, 12, seed=1), randn(2, 3, 8, 12, seed=2)
+    x, z = standard_normal((2, 3, 8, 12), 1), standard_normal((2, 3, 8, 12), 2)
     b = op.A(x)
     cuda = torch.device("cuda")
-    assert rel(op.A(x.to(cuda)).cpu(), b) < 1e-12
-    assert rel(op.prox_l2(b.to(cuda), z.to(cuda), 0.1).cpu(), op.prox_l2(b, z, 0.1)) < 1e-10
+    assert relative_error(op.A(x.to(cuda)).cpu(), b) < 1e-12
+    assert relative_error(op.prox_l2(b.to(cuda), z.to(cuda), 0.1).cpu(), op.prox_l2(b, z, 0.1)) < 1e-10
     if op.has_svd:
-        assert rel(op.V_adjoint(x.to(cuda)).cpu(), op.V_adjoint(x)) < 1e-12
-        assert rel(op.U(b.to(cuda).reshape(2, -1)).cpu(), op.U(b.reshape(2, -1))) < 1e-12
+        assert relative_error(op.V_adjoint(x.to(cuda)).cpu(), op.V_adjoint(x)) < 1e-12
+        assert relative_error(op.U(b.to(cuda).reshape(2, -1)).cpu(), op.U(b.reshape(2, -1))) < 1e-12
     observe = Degradation(op, 0.1).observe
-    assert rel(observe(x.to(cuda), seed=3).cpu(), observe(x, seed=3)) < 1e-12
+    assert relative_error(observe(x.to(cuda), seed=3).cpu(), observe(x, seed=3)) < 1e-12
 
 
 # The noise model.
@@ -311,9 +282,6 @@ def test_padded_operator_keeps_every_identity(task, params, size):
     """The padded canvas: adjoint, SVD (border pixels as zero singular values) and data step all hold."""
     inner = build(task, params, size)
     op = PaddedOperator(inner, (size[0] + 2, size[1] + 3))
-    check_adjoint(op)
-    check_prox(op)
-    if op.has_svd:
-        check_svd(op)
-    x = randn(2, *op.x_shape[1:], seed=9)
-    assert rel(op.A(x), inner.A(x[..., : size[0], : size[1]])) == 0
+    check_identities(op)
+    x = standard_normal((2, *op.x_shape[1:]), 9)
+    assert relative_error(op.A(x), inner.A(x[..., : size[0], : size[1]])) == 0

@@ -56,6 +56,16 @@ def load_models(
     ``adapt`` keeps a trainable copy of the INN. ``tile`` (image pixels) runs the networks
     on overlapping tiles for larger images: by default the backend's :data:`DEFAULT_TILES`,
     or a bundle's profile maximum.
+
+    Loaded once, the engines serve many :func:`restore` calls (here the tiny random models):
+
+    >>> import torch
+    >>> from trt_restore.api import load_models, restore
+    >>> method, models = load_models("ddrm", model_set="tiny", backend="torch")
+    >>> method, sorted(models.engines)
+    ('ddrm', ['pixel_unet'])
+    >>> restore(torch.rand(2, 3, 8, 8), method, task="sr2", models=models, config={"steps": 2}).shape
+    torch.Size([2, 3, 16, 16])
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
@@ -207,6 +217,15 @@ def restore(
     networks on overlapping tiles of that many pixels (see :mod:`trt_restore.runtime.tiling`).
     ``noise`` is where the sampling noise is drawn: ``host`` gives the same result for a seed
     on every device; ``device`` saves the host's generator, which bounds large images on a GPU.
+
+    On the tiny random models, in two steps:
+
+    >>> import torch
+    >>> from trt_restore import restore
+    >>> y = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    >>> x = restore(y, "ddrm", task="sr2", sigma=0.05, backend="torch", model_set="tiny", config={"steps": 2})
+    >>> x.shape, x.dtype, 0 <= float(x.min()) <= float(x.max()) <= 1
+    (torch.Size([3, 32, 32]), torch.float32, True)
     """
     y, single = as_batch(image)
     if y.shape[-2] < 2 or y.shape[-1] < 2:

@@ -3,10 +3,12 @@
 An :class:`Operator` is a linear map ``A`` from images ``x`` of shape (B, C, H, W) to
 observations ``y``. It gives ``A``, ``Aᵀ`` and the proximal data step
 ``prox_l2(b, z, μ) = argmin_t ½‖A t − b‖² + (μ/2)‖t − z‖² = (AᵀA + μI)⁻¹ (Aᵀb + μz)``,
-by default through conjugate gradients.
+by default through conjugate gradients, and checks of its own identities (``adjointness_error``,
+``prox_error``), each a relative error that is 0 in exact arithmetic.
 
 An :class:`SVDOperator` also exposes ``A = U Σ Vᵀ`` on flattened vectors (DDRM's
-``H_functions`` contract) and solves the data step in closed form in that basis.
+``H_functions`` contract) and solves the data step in closed form in that basis; it checks
+the factorisation with ``svd_error`` and ``orthogonality_error``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,17 @@ def batch_scalar(mu: Mu, like: Tensor) -> float | Tensor:
             f"prox_l2's mu must be a float or hold one value per batch item ({like.shape[0]}), got shape {tuple(mu.shape)}"
         )
     return mu.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def standard_normal(shape: tuple[int, ...], seed: int, like: Tensor | None = None) -> Tensor:
+    """Seeded standard normal draws: float64 on the CPU, or in ``like``'s dtype on its device."""
+    draw = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return draw if like is None else draw.to(like)
+
+
+def relative_error(estimate: Tensor, reference: Tensor) -> float:
+    """``‖estimate − reference‖ / ‖reference‖``."""
+    return float((estimate - reference).norm() / reference.norm())
 
 
 def conjugate_gradient(
@@ -143,6 +156,34 @@ class Operator:
         mu = batch_scalar(mu, z)
         return conjugate_gradient(lambda t: self.A_adjoint(self.A(t)) + mu * t, self.A_adjoint(b) + mu * z, z)
 
+    def adjointness_error(self, x: Tensor | None = None, y: Tensor | None = None, seed: int = 0) -> float:
+        """``|⟨A x, y⟩ − ⟨x, Aᵀ y⟩| / (‖A x‖ ‖y‖)``, 0 when ``A_adjoint`` is the adjoint of ``A``.
+
+        ``x`` (an image batch) and ``y`` (an observation batch) are drawn where not given:
+        seeded standard normals, a batch of 2 in float64 unless the other one is given.
+        """
+        x, y = self._inputs(x, y, seed)
+        ax = self.A(x)
+        return float(((ax * y).sum() - (x * self.A_adjoint(y)).sum()).abs() / (ax.norm() * y.norm()))
+
+    def prox_error(self, b: Tensor | None = None, z: Tensor | None = None, mu: Mu = 0.5, seed: int = 0) -> float:
+        """``‖Aᵀ(A t − b) + μ (t − z)‖ / ‖Aᵀb + μ z‖`` at ``t = prox_l2(b, z, μ)``, 0 at the minimiser.
+
+        ``b`` and ``z`` are drawn where not given, as ``y`` and ``x`` in :meth:`adjointness_error`.
+        """
+        z, b = self._inputs(z, b, seed)
+        t = self.prox_l2(b, z, mu)
+        mu = batch_scalar(mu, z)
+        return relative_error(self.A_adjoint(self.A(t)) + mu * t, self.A_adjoint(b) + mu * z)
+
+    def _inputs(self, x: Tensor | None, y: Tensor | None, seed: int) -> tuple[Tensor, Tensor]:
+        """An image batch ``x`` and an observation batch ``y`` for the checks, each drawn where ``None``."""
+        if x is None:
+            x = standard_normal((2 if y is None else y.shape[0], *self.x_shape[1:]), seed, y)
+        if y is None:
+            y = standard_normal(self.y_shape(tuple(x.shape)), seed + 1, x)
+        return x, y
+
     def check_x(self, x: Tensor) -> None:
         """Raise a UserError unless ``x`` is a float image batch of this operator's size."""
         self._check(x, self.x_shape[1:], "image")
@@ -212,6 +253,27 @@ class SVDOperator(Operator):
         vt_z = self.V_adjoint(z)
         head = (s * self.U_adjoint(b)[:, :k] + mu * vt_z[:, :k]) / (s * s + mu)
         return self.V(torch.cat([head, vt_z[:, k:]], dim=1)).reshape(z.shape)
+
+    def svd_error(self, x: Tensor | None = None, seed: int = 0) -> float:
+        """``‖A x − U pad_M(Σ ⊙ (Vᵀx)[:K])‖ / ‖A x‖``, 0 when ``A = U Σ Vᵀ``;
+        ``x`` as in :meth:`adjointness_error`."""
+        x, _ = self._inputs(x, None, seed)
+        vt_x = self.V_adjoint(x)
+        s = self.singular_values(vt_x.dtype, vt_x.device)
+        sigma_vt_x = torch.nn.functional.pad(s * vt_x[:, : s.numel()], (0, self.m - s.numel()))
+        return relative_error(self.U(sigma_vt_x), self.A(x).flatten(1))
+
+    def orthogonality_error(self, x: Tensor | None = None, y: Tensor | None = None, seed: int = 0) -> float:
+        """The largest of ``‖V Vᵀ x − x‖/‖x‖``, ``‖Vᵀ V x − x‖/‖x‖``, ``‖U Uᵀ y − y‖/‖y‖`` and
+        ``‖Uᵀ U y − y‖/‖y‖``, 0 when V and U are orthogonal; ``x`` and ``y`` as in :meth:`adjointness_error`."""
+        x, y = self._inputs(x, y, seed)
+        x, y = self.flat_image(x), self.flat_observation(y)
+        return max(
+            relative_error(self.V(self.V_adjoint(x)), x),
+            relative_error(self.V_adjoint(self.V(x)), x),
+            relative_error(self.U(self.U_adjoint(y)), y),
+            relative_error(self.U_adjoint(self.U(y)), y),
+        )
 
     def flat_image(self, x: Tensor) -> Tensor:
         """A (B, N) vector or a (B, C, H, W) image as a (B, N) vector."""

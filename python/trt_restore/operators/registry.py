@@ -112,6 +112,16 @@ def make_operator(task: str, *, size: Size, channels: int = 3, **params) -> Oper
     deblur-uniform ``kernel_size=9``; deblur-motion ``kernel=``; srN-gauss ``kernel_sigma``,
     ``kernel_size`` or ``kernel=``; inpaint one of ``mask=``, ``fraction=`` (with ``seed=0``),
     ``box=(top, left, height, width)``.
+
+    >>> import torch
+    >>> op = make_operator("sr4", size=(32, 32), channels=3)
+    >>> op.A(torch.rand(1, 3, 32, 32)).shape
+    torch.Size([1, 3, 8, 8])
+    >>> op.adjointness_error() < 1e-12, op.svd_error() < 1e-12, op.prox_error(mu=0.01) < 1e-12
+    (True, True, True)
+    >>> blur = make_operator("sr2-gauss", size=(16, 16), kernel_sigma=1.0, kernel_size=5)
+    >>> blur.has_svd, blur.adjointness_error() < 1e-12, blur.prox_error(mu=0.01) < 1e-10
+    (False, True, True)
     """
     builder, fixed = _builder(task)
     size = _check_geometry(size, channels)
