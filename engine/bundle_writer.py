@@ -17,9 +17,8 @@ from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 from trt_restore import __version__
 from trt_restore.errors import UserError
 from trt_restore.files import atomic_output
-from trt_restore.methods import components_for
+from trt_restore.methods import BUNDLE_BACKENDS, BundleBackend, components_for
 from trt_restore.runtime.bundle import (
-    BACKENDS,
     FORMAT,
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -107,7 +106,7 @@ def build_bundle(
     components: Mapping[str, tuple[Path, ComponentSpec]],
     out_path: str | Path,
     *,
-    backend: str = "tensorrt",
+    backend: BundleBackend = "tensorrt",
     precision: str = "fp16",
     profile: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = ((64, 64), (256, 256), (512, 512)),
     batch: tuple[int, int, int] = (1, 1, 4),
@@ -124,8 +123,8 @@ def build_bundle(
     ``backend="onnxruntime"`` stores the ONNX graphs instead, for CPU deployment.
     ``meta`` is the model set's metadata that the pipelines need.
     """
-    if backend not in BACKENDS:
-        raise UserError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
+    if backend not in BUNDLE_BACKENDS:
+        raise UserError(f"unknown backend '{backend}'; choose one of: {', '.join(BUNDLE_BACKENDS)}")
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
     missing = [name for name in components_for(method) if name not in components]

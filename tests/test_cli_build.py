@@ -187,7 +187,7 @@ def test_build_with_tensorrt_rtx_on_a_machine_without_a_gpu(rtx_bundle, low_res,
     ("options", "expected"),
     [
         (("--backend", "onnxruntime", "--compute-capability", "8.6"), "apply to --backend tensorrt"),
-        (("--backend", "cuda"), "unknown backend 'cuda'; choose one of: tensorrt, onnxruntime"),
+        (("--backend", "cuda"), "argument --backend: invalid choice: 'cuda'"),
         (("--backend", "onnxruntime", "--precision", "int8"), "unknown precision 'int8'"),
         (("--backend", "onnxruntime", "-o", "missing/x.plan"), "folder missing does not exist"),
     ],

@@ -129,6 +129,17 @@ def test_non_finite_output_is_caught_at_once_and_rerun_on_the_fallback(caplog):
     assert "rerunning it in fp32" in caplog.text
 
 
+def test_models_close_their_engines_and_fallbacks_at_the_end_of_a_with_block():
+    spec = ComponentSpec("decoder", (TensorSpec("latent", ("B", 4, "H", "W")),), (TensorSpec("image", ("B", 4, "H", "W")),))
+    engine, fallback = TorchEngine(torch.nn.Identity(), spec), TorchEngine(torch.nn.Identity(), spec)
+    with Models({"decoder": engine}, fallbacks={"decoder": fallback}) as models:
+        assert torch.equal(models.call("decoder", latent=torch.ones(1, 4, 8, 8)), torch.ones(1, 4, 8, 8))
+    assert engine.closed and fallback.closed
+    models.close()  # idempotent
+    with pytest.raises(UserError, match="component 'decoder': its torch engine is closed"):
+        models.call("decoder", latent=torch.ones(1, 4, 8, 8))
+
+
 def test_noise_source_device_is_the_host_stream_on_the_cpu_and_unknown_sources_are_refused():
     y = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     run = {"method": "ddrm", "task": "sr4", "sigma": 0.05, "backend": "torch", "model_set": "tiny",

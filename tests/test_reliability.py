@@ -30,6 +30,7 @@ from trt_restore.jobs.report import EXIT_SOME_FAILED, SUMMARY_NAME
 from trt_restore.jobs.retry import is_out_of_memory
 from trt_restore.runtime.bundle import MANIFEST_NAME
 from trt_restore.runtime.tiling import TiledEngine
+from trt_restore.runtime.torch_backend import TorchEngine
 
 TINY = ("--model-set", "tiny")
 DDRM = ("--method", "ddrm", "--task", "denoise", "--sigma", "0.05", *TINY, "--steps", "2", "--quiet")
@@ -387,6 +388,15 @@ def out_of_memory_after(calls: list[int | None], failures: int, error: BaseExcep
     return restore_or_fail
 
 
+def first_input_twice(inputs: Path, folder: Path) -> Path:
+    """``folder/two``: a batch of two copies of the first input."""
+    two = folder / "two"
+    two.mkdir()
+    for name in ("a.png", "b.png"):
+        (two / name).write_bytes((inputs / FIRST).read_bytes())
+    return two
+
+
 def test_out_of_memory_retries_on_half_size_tiles_for_the_rest_of_the_batch(
     inputs, cpu_bundle, tmp_path, monkeypatch, caplog
 ):
@@ -394,16 +404,37 @@ def test_out_of_memory_retries_on_half_size_tiles_for_the_rest_of_the_batch(
     calls: list[int | None] = []
     error = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     monkeypatch.setattr(trt_restore.api, "restore", out_of_memory_after(calls, 1, error))
-    two = tmp_path / "two"
-    two.mkdir()
-    for name in ("a.png", "b.png"):
-        (two / name).write_bytes((inputs / FIRST).read_bytes())
+    two = first_input_twice(inputs, tmp_path)
     outputs = tmp_path / "out"
     assert main(["restore", *WITH_BUNDLE, "--engine", str(cpu_bundle), str(two), "-o", str(outputs)]) == 0
     assert calls == [64, 32, 32]
     assert "out of memory restoring" in caplog.text and "retrying with --tile 32" in caplog.text
     summary = summary_of(outputs)
     assert summary["counts"]["done"] == 2 and summary["backend"] == "onnxruntime"
+
+
+def test_the_retry_closes_the_engines_that_ran_out_of_memory_before_loading_new_ones(inputs, tmp_path, monkeypatch):
+    """On torch, the engines run on 512-pixel tiles at first; the batch closes the retry's engines at its end."""
+    calls: list[int | None] = []
+    events: list[str] = []
+    load_models, close = trt_restore.api.load_models, TorchEngine.close
+
+    def logged_load(*args, **kwargs):
+        events.append("load")
+        return load_models(*args, **kwargs)
+
+    def logged_close(engine):
+        events.append(f"close {engine.spec.name}")
+        close(engine)
+
+    monkeypatch.setattr(trt_restore.api, "load_models", logged_load)
+    monkeypatch.setattr(TorchEngine, "close", logged_close)
+    error = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(trt_restore.api, "restore", out_of_memory_after(calls, 1, error))
+    two = first_input_twice(inputs, tmp_path)
+    assert restore(two, "-o", tmp_path / "out") == 0
+    assert calls == [512, 256, 256]
+    assert events == ["load", "close pixel_unet", "load", "close pixel_unet"]
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,10 @@ from torch import nn
 
 from test_runtime_support import tiny_inputs, tiny_module, tiny_onnx, tiny_spec
 from trt_restore.errors import UserError
-from trt_restore.runtime.device import ScratchBuffer, resolve_device
+from trt_restore.runtime.device import SCRATCH_ALIGNMENT, ScratchBuffer, resolve_device
 from trt_restore.runtime.onnxruntime_backend import OnnxRuntimeEngine, choose_providers
 from trt_restore.runtime.profile import Profile, select_profile
+from trt_restore.runtime.tiling import TiledEngine
 from trt_restore.runtime.torch_backend import TorchEngine
 from trt_restore.runtime.trt_loader import installed_flavours, load_trt
 from trt_restore.specs import ComponentSpec, TensorSpec
@@ -177,6 +178,37 @@ def test_scratch_buffer_grows_to_the_largest_request_only():
     assert scratch.nbytes == 5000
 
 
+def test_scratch_buffer_is_freed_when_its_last_engine_releases_it():
+    scratch = ScratchBuffer("cpu")
+    scratch.reserve(1000)
+    scratch.reserve(3000)
+    scratch.release()
+    assert scratch.nbytes == 3000  # one engine still holds it
+    scratch.release()
+    assert scratch.nbytes == SCRATCH_ALIGNMENT
+
+
+@pytest.mark.parametrize(
+    ("make", "backend", "released"),
+    [
+        (lambda: TorchEngine(tiny_module(), tiny_spec(), "cpu"), "torch", "module"),
+        (lambda: OnnxRuntimeEngine(tiny_onnx(), tiny_spec(), providers="cpu", threads=1), "onnxruntime", "session"),
+        (lambda: TiledEngine(TorchEngine(tiny_module(), tiny_spec(), "cpu"), (16, 16), 4), "torch", None),
+    ],
+    ids=["torch", "onnxruntime", "tiled"],
+)
+def test_close_releases_the_backend_once_and_a_closed_engine_refuses_to_run(make, backend, released):
+    engine = make()
+    assert set(engine(**tiny_inputs(1, 32, 32))) == {"eps", "feat"}
+    engine.close()
+    engine.close()  # idempotent
+    assert engine.closed and getattr(engine, "inner", engine).closed
+    if released is not None:
+        assert not hasattr(engine, released)
+    with pytest.raises(UserError, match=f"component 'pixel_unet': its {backend} engine is closed; load the models"):
+        engine(**tiny_inputs(1, 32, 32))
+
+
 def test_load_trt_finds_an_installed_flavour():
     installed = installed_flavours()
     if not installed:
@@ -248,6 +280,26 @@ def test_tensorrt_engine_runs_on_a_given_stream(gpu_engines):
     on_stream = TensorRTEngine(bytes(plan), tiny_spec(), stream=stream, scratch=scratch)
     inputs = {k: v.cuda() for k, v in tiny_inputs(2, 32, 32).items()}
     assert torch.equal(on_stream(**inputs)["eps"], engines["float32"](**inputs)["eps"])
+
+
+@needs_gpu
+def test_tensorrt_engines_free_their_shared_scratch_when_the_last_one_closes(gpu_engines):
+    from trt_restore.runtime.tensorrt_backend import TensorRTEngine
+
+    engines, _ = gpu_engines
+    plan = bytes(engines["float32"].cuda_engine.serialize())
+    scratch = ScratchBuffer("cuda")
+    first, second = (TensorRTEngine(plan, tiny_spec(), scratch=scratch) for _ in range(2))
+    reserved = scratch.nbytes
+    inputs = {k: v.cuda() for k, v in tiny_inputs(1, 32, 32).items()}
+    first.close()
+    first.close()
+    assert not hasattr(first, "context") and scratch.nbytes == reserved
+    assert set(second(**inputs)) == {"eps", "feat"}
+    second.close()
+    assert scratch.nbytes == SCRATCH_ALIGNMENT
+    with pytest.raises(UserError, match="component 'pixel_unet': its tensorrt engine is closed"):
+        first(**inputs)
 
 
 @pytest.mark.skipif(

@@ -19,13 +19,12 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .methods import DEFAULT_METHOD, METHODS, components_for
+from .methods import BACKENDS, DEFAULT_METHOD, METHODS, Backend, NoiseSource, components_for
 from .operators import Operator, make_operator
 from .operators.padded import PaddedOperator
 from .pipelines import Models, Pipeline, pipeline_class
 from .pipelines.base import StepCallback
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 DEFAULT_MODEL_SET = "bundled"
 DEFAULT_TILES = {"torch": 512, "onnxruntime": 256}
 """Tile (image pixels) of each backend's engines when none is given, from the memory of one tile:
@@ -40,7 +39,7 @@ def load_models(
     *,
     engine: str | Path | None = None,
     model_set: str | Path = DEFAULT_MODEL_SET,
-    backend: str = "auto",
+    backend: Backend = "auto",
     device: str | torch.device | None = None,
     image_size: tuple[int, int] = (64, 64),
     scale: int = 1,
@@ -196,10 +195,10 @@ def restore(
     task: str = "sr4",
     sigma: float = 0.0,
     engine: str | Path | None = None,
-    backend: str = "auto",
+    backend: Backend = "auto",
     seed: int = 0,
     *,
-    noise: str = "host",
+    noise: NoiseSource = "host",
     model_set: str | Path = DEFAULT_MODEL_SET,
     device: str | torch.device | None = None,
     config: dict | None = None,

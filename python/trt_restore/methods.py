@@ -1,10 +1,12 @@
-"""The restoration methods and the network components each one runs on.
+"""The restoration methods and the network components each one runs on, and the backends and noise sources.
 
-This table is the single source of truth shared by export, the bundle builder
-and the pipelines.
+These tables are the single source of truth shared by export, the bundle builder,
+the pipelines and the command line.
 """
 
 from __future__ import annotations
+
+from typing import Literal, get_args
 
 from .errors import UserError
 
@@ -30,7 +32,15 @@ METHOD_COMPONENTS: dict[str, tuple[str, ...]] = {
 
 METHODS = tuple(METHOD_COMPONENTS)
 DEFAULT_METHOD = "reld"
-NOISE_SOURCES = ("host", "device")  # where the sampling noise is drawn (pipelines.base.Noise)
+NoiseSource = Literal["host", "device"]
+"""Where the sampling noise is drawn (:class:`~trt_restore.pipelines.base.Noise`)."""
+NOISE_SOURCES: tuple[NoiseSource, ...] = get_args(NoiseSource)
+Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
+"""What runs the networks (:func:`~trt_restore.api.load_models`); ``auto``: a bundle's backend, else torch."""
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
+BundleBackend = Literal["tensorrt", "onnxruntime"]
+"""What a ``.plan`` bundle holds: TensorRT engines or ONNX graphs."""
+BUNDLE_BACKENDS: tuple[BundleBackend, ...] = get_args(BundleBackend)
 
 
 def components_for(method: str) -> tuple[str, ...]:

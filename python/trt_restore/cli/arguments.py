@@ -118,9 +118,15 @@ class MethodSetting:
     """The flag for one hyperparameter name, shared by every method whose ``Config`` has a field of that name."""
 
     name: str
-    kind: type
+    kind: Any
+    """The type of the flag's value, or a ``Literal`` of the values it takes."""
     per_method: dict[str, tuple[str, Any]] = field(default_factory=dict)
     """Method name to the field's (help text, default)."""
+
+    @property
+    def choices(self) -> tuple[Any, ...] | None:
+        """The values of a ``Literal`` setting; None for the others."""
+        return typing.get_args(self.kind) if typing.get_origin(self.kind) is typing.Literal else None
 
     @property
     def option(self) -> str:
@@ -143,7 +149,10 @@ class MethodSetting:
 
 @functools.cache
 def method_settings() -> dict[str, MethodSetting]:
-    """One :class:`MethodSetting` per field name of the pipelines' ``Config`` dataclasses, in declaration order."""
+    """One :class:`MethodSetting` per field name of the pipelines' ``Config`` dataclasses, in declaration order.
+
+    A field's kind is its annotation, or the ``kind`` that :func:`~trt_restore.pipelines.base.hyper` gave it.
+    """
     from ..pipelines import PIPELINES
     from ..pipelines.base import config_fields
 
@@ -151,9 +160,9 @@ def method_settings() -> dict[str, MethodSetting]:
     for method, pipeline in PIPELINES.items():
         types = typing.get_type_hints(pipeline.Config)
         for config_field in config_fields(pipeline.Config):
-            kind = types[config_field.name]
+            kind = config_field.metadata.get("kind", types[config_field.name])
             setting = settings.setdefault(config_field.name, MethodSetting(config_field.name, kind))
-            if setting.kind is not kind:
+            if setting.kind != kind:
                 raise TypeError(
                     f"setting '{config_field.name}' is a {setting.kind.__name__} for {', '.join(setting.per_method)} "
                     f"but a {kind.__name__} for {method}; one flag cannot parse both"
@@ -163,7 +172,8 @@ def method_settings() -> dict[str, MethodSetting]:
 
 
 def add_method_settings(parser: argparse.ArgumentParser) -> None:
-    """One flag per method setting; booleans are switches. Default None: the chosen method's own value."""
+    """One flag per method setting; booleans are switches, ``Literal`` settings take one of their values.
+    Default None: the chosen method's own value."""
     group = parser.add_argument_group(
         "method settings",
         "each flag sets the setting of that name of the chosen method; left out, the method's default",
@@ -173,6 +183,8 @@ def add_method_settings(parser: argparse.ArgumentParser) -> None:
             group.add_argument(
                 setting.option, dest=setting.dest, action="store_true", default=None, help=setting.help()
             )
+        elif setting.choices is not None:
+            group.add_argument(setting.option, dest=setting.dest, choices=setting.choices, help=setting.help())
         else:
             group.add_argument(
                 setting.option,

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..jobs.timing import stage
-from ..methods import METHODS
+from ..methods import BUNDLE_BACKENDS, METHODS, BundleBackend
 from .arguments import MODEL_SET_HELP, model_set_name, positive_int
 from .export import megabytes
 from .parser import Subcommand
 
-BUILD_BACKEND_PRECISION = {"tensorrt": "fp16", "onnxruntime": "fp32"}
+BUILD_BACKEND_PRECISION: dict[BundleBackend, str] = {"tensorrt": "fp16", "onnxruntime": "fp32"}
 """The default precision of each bundle backend."""
 
 
@@ -23,6 +23,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-set", metavar="NAME|FOLDER", help=MODEL_SET_HELP.format(purpose="build"))
     parser.add_argument(
         "--backend",
+        choices=BUNDLE_BACKENDS,
         default="tensorrt",
         help="tensorrt (default: TensorRT engines, for NVIDIA GPUs) or onnxruntime (ONNX graphs, e.g. for CPUs)",
     )
@@ -60,8 +61,6 @@ def run_build(args: argparse.Namespace) -> int:
     from ..export.onnx_export import export_method
     from ..runtime.bundle import Bundle
 
-    if args.backend not in BUILD_BACKEND_PRECISION:
-        raise UserError(f"unknown backend '{args.backend}'; choose one of: {', '.join(BUILD_BACKEND_PRECISION)}")
     if args.backend != "tensorrt" and (args.timing_cache or args.compute_capability):
         raise UserError("--timing-cache and --compute-capability apply to --backend tensorrt; drop them")
     if not args.output.parent.is_dir():

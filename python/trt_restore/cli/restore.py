@@ -11,7 +11,7 @@ from ..jobs.engines import EngineSource
 from ..jobs.inputs import collect_inputs, is_batch, plan_outputs
 from ..jobs.report import SUMMARY_NAME
 from ..jobs.request import DEFAULT_TASK_KEY, RestoreRequest
-from ..methods import DEFAULT_METHOD, METHODS, NOISE_SOURCES
+from ..methods import BACKENDS, DEFAULT_METHOD, METHODS, NOISE_SOURCES
 from .arguments import (
     MODEL_SET_HELP,
     add_bits_argument,
@@ -55,6 +55,7 @@ def add_restore_arguments(parser: CommandParser) -> None:
     models.add_argument("--model-set", metavar="NAME|FOLDER", help=MODEL_SET_HELP.format(purpose="run"))
     parser.add_argument(
         "--backend",
+        choices=BACKENDS,
         default="auto",
         help="auto (default: the bundle's backend, else torch), torch, onnxruntime or tensorrt (needs --engine)",
     )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ..errors import UserError
 from ..jobs.engines import EngineSource
 from ..jobs.request import DEFAULT_TASK_KEY
-from ..methods import DEFAULT_METHOD, METHODS
+from ..methods import BACKENDS, DEFAULT_METHOD, METHODS
 from .arguments import (
     MODEL_SET_HELP,
     add_max_pixels_argument,
@@ -37,7 +37,10 @@ def add_serve_arguments(parser: CommandParser) -> None:
     )
     parser.add_argument("--task", help="task of requests that name none (default: the bundle's; else requests must)")
     parser.add_argument(
-        "--backend", default="auto", help="auto (default), torch, onnxruntime or tensorrt (needs --engine)"
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="auto (default), torch, onnxruntime or tensorrt (needs --engine)",
     )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU if the cluster has one)")
     parser.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads of each replica (default 1)")

@@ -62,7 +62,7 @@ def run_batch(
             log.info("summary: %s", summary)
         return summary
 
-    with batch_report(pairs, show, summarize) as report:
+    with closing(engines), batch_report(pairs, show, summarize) as report:
         _restore_pending(
             request,
             pairs,

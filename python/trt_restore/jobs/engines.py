@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
+from ..methods import Backend
 from .timing import stage
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ class EngineSource:
     method: str
     engine: Path | None
     model_set: str
-    backend: str
+    backend: Backend
     device: str | None
     threads: int | None
     adapt: bool
@@ -66,7 +67,8 @@ class EngineCache:
     loaded again when an image needs another canvas. The trainable networks (the INN that
     ``--adapt`` fine-tunes) are reset to their loaded weights for every image, so that no
     result depends on the images before it. ``tile`` (image pixels, None: the engines'
-    default) is the size of the overlapping tiles the networks run on.
+    default) is the size of the overlapping tiles the networks run on. Engines the cache
+    replaces are closed before the new ones load; :meth:`close` closes those it holds.
     """
 
     def __init__(
@@ -89,7 +91,7 @@ class EngineCache:
         """The engines for a restored image of ``size`` (H, W), ready for a new image."""
         if self._models is None or (self._per_canvas and self._canvas_for(size) != self._canvas):
             with stage(f"load engines for {size[0]}x{size[1]}" if self._models else "load engines"):
-                self._models = None  # release the old engines before loading new ones
+                self.close()
                 _, self._models = self._load(size, self.tile)
             self._check_tile()
             engines = self._models.engines.values()
@@ -105,6 +107,13 @@ class EngineCache:
         self._models.timings.clear()
         return self._models
 
+    def close(self) -> None:
+        """Close the loaded engines, if any (idempotent); the next :meth:`get` loads them again."""
+        if self._models is not None:
+            self._models.close()
+            self._models = None
+            self._loaded_weights = {}
+
     @property
     def backend(self) -> str | None:
         """The backend of the loaded engines; None before the first :meth:`get`."""
@@ -118,7 +127,8 @@ class EngineCache:
     def use_smaller_tiles(self, size: tuple[int, int]) -> int | None:
         """Halve the tiles for the next :meth:`get`: from the engines' current tile, or from the
         image's canvas when they run untiled, at most :data:`FIRST_RETRY_TILE`, rounded down to
-        the networks' size multiple. Returns the new tile, None when the tiles cannot shrink."""
+        the networks' size multiple, and close the engines. Returns the new tile, None when the
+        tiles cannot shrink (the engines stay loaded)."""
         from ..api import size_multiple
         from ..runtime.tiling import TiledEngine
 
@@ -130,7 +140,7 @@ class EngineCache:
         if smaller < MIN_TILE_MULTIPLES * multiple:
             return None
         self.tile = smaller
-        self._models = None
+        self.close()
         return smaller
 
     def _check_tile(self) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+from ..methods import NoiseSource
 from .values import ParamValue
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class RestoreRequest:
     seed: int
     settings: Mapping[str, Any]
     task_params: Mapping[str, ParamValue]
-    noise: str = "host"
+    noise: NoiseSource = "host"
 
     @property
     def scale(self) -> int:

@@ -24,11 +24,13 @@ def restore_with_retry(
 ) -> torch.Tensor:
     """Restore one image; when memory runs out, retry once on smaller tiles, which the rest of the batch keeps.
 
+    The engines that ran out of memory are closed, and their memory given back, before the new ones load.
     A second failure is a :class:`UserError` that says to pass a smaller ``--tile``.
     """
     size = request.output_size(image)
     restored = _run_unless_out_of_memory(request, image, engines.get(size), callback)
     if restored is None and (tile := engines.use_smaller_tiles(size)) is not None:
+        free_cached_memory()
         log.warning(
             "out of memory restoring %s; retrying with --tile %d for it and the remaining images", image.path, tile
         )

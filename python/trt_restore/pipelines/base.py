@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from ..methods import NOISE_SOURCES
+from ..methods import NOISE_SOURCES, NoiseSource
 from ..operators import Operator
-from ..runtime.graphs import capturing
+from ..runtime.graphs import CudaGraphs, capturing
 from .schedule import NoiseSchedule
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class Models:
     the noise schedule of a diffusion component (``spec.meta["scheduler"]``), the
     autoencoder's downsampling factor and latent channels, the INN's coarse factor.
     ``trainable`` holds torch modules a method may fine-tune (the INN for ``--adapt``).
+    As a context manager, the models close their engines at the end of the block.
     """
 
     def __init__(
@@ -50,6 +51,17 @@ class Models:
         self.fallbacks = dict(fallbacks or {})  # fp32 engines that rerun a component whose output is not finite
         self.timings: dict[str, list[float]] = defaultdict(list)
         self._finite: torch.Tensor | None = None
+
+    def close(self) -> None:
+        """Close every engine, the fp32 fallbacks too (idempotent); a component called afterwards is a UserError."""
+        for engine in (*self.engines.values(), *self.fallbacks.values()):
+            engine.close()
+
+    def __enter__(self) -> Models:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def engine(self, component: str):
         try:
@@ -131,7 +143,9 @@ class Noise:
     the CPU generator (tens of millions of samples per second) outlasts the networks.
     """
 
-    def __init__(self, seed: int, device: torch.device, dtype: torch.dtype = torch.float32, source: str = "host"):
+    def __init__(
+        self, seed: int, device: torch.device, dtype: torch.dtype = torch.float32, source: NoiseSource = "host"
+    ):
         if source not in NOISE_SOURCES:
             raise UserError(f"unknown noise source '{source}'; choose one of: {', '.join(NOISE_SOURCES)}")
         self.generator = torch.Generator(device if source == "device" else "cpu").manual_seed(seed)
@@ -195,7 +209,7 @@ class Pipeline:
         sigma: float,
         *,
         seed: int = 0,
-        noise: str = "host",
+        noise: NoiseSource = "host",
         callback: StepCallback | None = None,
     ) -> torch.Tensor:
         """Restore ``x`` from ``y = A x + σ n``; y and the result are (B, C, H, W) in [0, 1].
@@ -227,9 +241,12 @@ def config_fields(config_type: type) -> list[dataclasses.Field]:
     return list(dataclasses.fields(config_type))
 
 
-def hyper(default: Any, help: str) -> Any:
-    """A ``Config`` field with a default and a help text for its command-line flag."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def hyper(default: Any, help: str, kind: Any = None) -> Any:
+    """A ``Config`` field with a default and a help text for its command-line flag.
+
+    ``kind``, when given, is the flag's type in place of the field's annotation (a ``Literal`` limits it to its values).
+    """
+    return dataclasses.field(default=default, metadata={"help": help} | ({"kind": kind} if kind is not None else {}))
 
 
 def cuda_graphs_setting() -> Any:
@@ -238,4 +255,5 @@ def cuda_graphs_setting() -> Any:
         "auto",
         "auto: on a CUDA device with TensorRT or torch engines, replay the loop step as a CUDA graph "
         "(the same result as off, bit for bit); off: launch every kernel from the host",
+        kind=CudaGraphs,
     )

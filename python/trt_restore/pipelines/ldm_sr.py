@@ -18,7 +18,7 @@ import torch
 
 from ..errors import UserError
 from ..operators import Operator
-from ..runtime.graphs import LoopGraphs, step_table
+from ..runtime.graphs import CudaGraphs, LoopGraphs, step_table
 from .base import Pipeline, cuda_graphs_setting, hyper, pad_to
 
 
@@ -26,7 +26,7 @@ from .base import Pipeline, cuda_graphs_setting, hyper, pad_to
 class LDMSRConfig:
     steps: int = hyper(50, "DDIM steps")
     eta: float = hyper(0.0, "DDIM η (0: deterministic, 1: DDPM-like)")
-    cuda_graphs: str = cuda_graphs_setting()
+    cuda_graphs: CudaGraphs = cuda_graphs_setting()
 
 
 def ddim_pairs(schedule, steps: int) -> list[tuple[int, int]]:

@@ -30,13 +30,16 @@ Choices the paper leaves open, made here:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
 from ..errors import UserError
 from .base import Pipeline, hyper, stage
 
-V_GRADIENTS = ("vjp", "encoder")
+VGradient = Literal["vjp", "encoder"]
+"""How the v-update gets ``J_Dᵀ(D(v) − t)``: the decoder VJP graph, or the encoder approximation ``v − E(t)``."""
+V_GRADIENTS: tuple[VGradient, ...] = get_args(VGradient)
 
 
 @dataclass
@@ -48,7 +51,7 @@ class RELDConfig:
     step: float = hyper(0.8, "v-update step, normalised by the curvature: η = step / (λ + μL)")
     p_start: int = hyper(400, "diffusion step of Den at the first iteration")
     p_end: int = hyper(40, "diffusion step of Den at the last iteration")
-    v_grad: str = hyper("vjp", "vjp: exact J_Dᵀ(D(v) − t); encoder: the approximation v − E(t)")
+    v_grad: VGradient = hyper("vjp", "vjp: exact J_Dᵀ(D(v) − t); encoder: the approximation v − E(t)")
 
 
 def noise_levels(start: int, end: int, iterations: int) -> list[int]:

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..methods import BUNDLE_BACKENDS
 from ..specs import ComponentSpec, TensorSpec
 from .device import ScratchBuffer, compute_capability, resolve_device
 from .engine import Engine
@@ -38,7 +39,6 @@ from .trt_loader import PIP_NAMES, installed_flavours
 MANIFEST_NAME = "manifest.json"
 FORMAT = "trt-restore-bundle"
 FORMAT_VERSION = 1
-BACKENDS = ("tensorrt", "onnxruntime")
 _REQUIRED_KEYS = ("method", "model_set", "backend", "precision", "components", "entries")
 # A damaged zip archive surfaces from zipfile as any of these (bad offsets, flags or compression methods).
 ARCHIVE_ERRORS = (zipfile.BadZipFile, EOFError, OSError, RuntimeError, ValueError, zlib.error, lzma.LZMAError)
@@ -150,7 +150,7 @@ class Bundle:
             _check_records(manifest)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise UserError(f"{path.name} has a damaged manifest ({error!r}); {rebuild}") from None
-        if manifest["backend"] not in BACKENDS:
+        if manifest["backend"] not in BUNDLE_BACKENDS:
             raise UserError(f"{path.name} is for backend '{manifest['backend']}', which this trt-restore cannot run; {rebuild}")
         return cls(path, manifest)
 

@@ -64,16 +64,28 @@ class ScratchBuffer:
 
     Engines run one after another on one stream, so they can all use the same memory:
     each :meth:`reserve` s what it needs, and the buffer grows to the largest request.
+    Each engine :meth:`release` s its reservation when it closes; the last one frees the memory.
     """
 
     def __init__(self, device: str | torch.device):
         self.device = torch.device(device)
-        self._buffer = torch.empty(SCRATCH_ALIGNMENT, dtype=torch.uint8, device=self.device)
+        self._buffer = self._allocate(SCRATCH_ALIGNMENT)
+        self._holders = 0
 
     def reserve(self, nbytes: int) -> None:
-        """Grow the buffer to at least ``nbytes`` bytes (it never shrinks)."""
+        """Grow the buffer to at least ``nbytes`` bytes (it never shrinks) for one more engine."""
+        self._holders += 1
         if nbytes > self.nbytes:
-            self._buffer = torch.empty(nbytes, dtype=torch.uint8, device=self.device)
+            self._buffer = self._allocate(nbytes)
+
+    def release(self) -> None:
+        """End one engine's reservation; after the last one the buffer is back to its initial size."""
+        self._holders -= 1
+        if self._holders == 0:
+            self._buffer = self._allocate(SCRATCH_ALIGNMENT)
+
+    def _allocate(self, nbytes: int) -> torch.Tensor:
+        return torch.empty(nbytes, dtype=torch.uint8, device=self.device)
 
     @property
     def nbytes(self) -> int:

@@ -53,7 +53,8 @@ class Engine(ABC):
     agree across inputs, height and width divisible by ``spec.multiple``), casts floating
     inputs to the graph's dtype (fp32 ↔ fp16), moves them to :attr:`device`, runs the
     backend and returns the outputs on :attr:`device`. Floating outputs come back as
-    float32, so the arithmetic between network calls stays in fp32.
+    float32, so the arithmetic between network calls stays in fp32. :meth:`close` releases
+    what the backend holds; a closed engine refuses to run.
     """
 
     backend: ClassVar[str]
@@ -61,8 +62,10 @@ class Engine(ABC):
     def __init__(self, spec: ComponentSpec, device: torch.device):
         self.spec = spec
         self.device = device
+        self.closed = False
 
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.check_open()
         feeds, sizes = self.prepare(inputs)
         outputs = self._run(feeds, sizes)
         return {name: out.float() if out.is_floating_point() else out for name, out in outputs.items()}
@@ -70,6 +73,21 @@ class Engine(ABC):
     @abstractmethod
     def _run(self, feeds: dict[str, torch.Tensor], sizes: dict[str, int]) -> dict[str, torch.Tensor]:
         """Run the graph on checked, cast, contiguous inputs; ``sizes`` binds the spec's symbols."""
+
+    def close(self) -> None:
+        """Release the backend's session, context or module; closing again does nothing."""
+        if not self.closed:
+            self.closed = True
+            self._release()
+
+    @abstractmethod
+    def _release(self) -> None:
+        """Drop what the backend holds (called once, by :meth:`close`)."""
+
+    def check_open(self) -> None:
+        """A :class:`UserError` once the engine is closed."""
+        if self.closed:
+            raise self._error(f"its {self.backend} engine is closed; load the models again")
 
     def prepare(self, inputs: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
         """Checked inputs in spec order, cast and on :attr:`device`, and the size symbols they bind."""

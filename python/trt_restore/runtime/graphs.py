@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import torch
 
@@ -44,7 +44,9 @@ from ..errors import UserError
 
 log = logging.getLogger(__name__)
 
-GRAPH_MODES = ("auto", "off")
+CudaGraphs = Literal["auto", "off"]
+"""``--cuda-graphs``: ``auto`` captures the loop step where :func:`capture_blocker` allows it; ``off`` never."""
+GRAPH_MODES: tuple[CudaGraphs, ...] = get_args(CudaGraphs)
 CAPTURABLE_BACKENDS = frozenset({"torch", "tensorrt"})
 
 Result = TypeVar("Result")
@@ -62,7 +64,7 @@ def capturing() -> bool:
 
 
 def capture_blocker(
-    mode: str, device: torch.device, engines: Iterable[Any], method_blocker: str | None = None
+    mode: CudaGraphs, device: torch.device, engines: Iterable[Any], method_blocker: str | None = None
 ) -> str | None:
     """Why a loop on ``device`` over ``engines`` runs eagerly, or None when its step may be captured."""
     check_mode(mode)
@@ -168,7 +170,7 @@ class LoopGraphs:
     its fp32 fallback engine, so the result is that of the eager loop.
     """
 
-    def __init__(self, models: Any, mode: str, device: torch.device, method_blocker: str | None = None):
+    def __init__(self, models: Any, mode: CudaGraphs, device: torch.device, method_blocker: str | None = None):
         self.models = models
         self.engines = list(models.engines.values())
         self.blocker = capture_blocker(mode, device, self.engines, method_blocker)

@@ -150,3 +150,6 @@ class OnnxRuntimeEngine(Engine):
                 outputs[tensor.name] = out
             self.session.run_with_iobinding(binding)
         return outputs
+
+    def _release(self) -> None:
+        del self.session  # onnxruntime frees the session, and its memory arena, with the last reference

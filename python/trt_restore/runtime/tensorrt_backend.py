@@ -139,3 +139,12 @@ class TensorRTEngine(Engine):
             if not context.execute_async_v3(stream.cuda_stream):
                 raise RuntimeError(f"TensorRT failed to run component '{self.spec.name}'; see the TensorRT log")
         return outputs
+
+    def _release(self) -> None:
+        """Free the context, its engine and the runtime, in the reverse order of creation, once the GPU has
+        finished their work; leave the scratch."""
+        torch.cuda.synchronize(self.device)
+        del self.context
+        del self.cuda_engine
+        del self._runtime
+        self.scratch.release()

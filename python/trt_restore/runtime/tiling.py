@@ -99,6 +99,7 @@ class TiledEngine(Engine):
             )
 
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.check_open()
         height, width = self._image_size(inputs)
         if not self.static and height <= self.tile[0] and width <= self.tile[1]:
             return self.inner(**inputs)
@@ -106,6 +107,9 @@ class TiledEngine(Engine):
 
     def _run(self, feeds, sizes):
         raise NotImplementedError("TiledEngine overrides __call__ and never reaches _run")
+
+    def _release(self) -> None:
+        self.inner.close()
 
     def _image_size(self, inputs) -> tuple[int, int]:
         for tensor in self.spec.inputs:

@@ -39,3 +39,6 @@ class TorchEngine(Engine):
                 f"component '{self.spec.name}': the module returned {type(result).__name__} but its spec has outputs {names}"
             )
         return dict(zip(names, result))
+
+    def _release(self) -> None:
+        del self.module
