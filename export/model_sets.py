@@ -32,6 +32,7 @@ from torch import nn
 
 from trt_restore.errors import UserError
 from trt_restore.methods import COMPONENTS, components_for
+from trt_restore.pipelines.schedule import scheduler_config
 
 from .components import (
     Component,
@@ -54,7 +55,6 @@ from .models import (
     load_unet,
     read_json,
     resolve_source,
-    scheduler_meta,
 )
 from .tiny import tiny_autoencoder_kl, tiny_inn, tiny_pixel_unet, tiny_sr_unet, tiny_unet, tiny_vq
 
@@ -63,10 +63,12 @@ UNET_ROLES = ("unet", "sr_unet", "pixel_unet")
 SR_METHODS = ("ldm-sr", "ddrm-ldm")
 MANIFEST = "model_set.json"
 
-# Noise schedules of the public models the tiny set stands in for.
-SD_SCHEDULE = scheduler_meta({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012})
-LDM_SR_SCHEDULE = scheduler_meta({"beta_schedule": "scaled_linear", "beta_start": 0.0015, "beta_end": 0.0155})
-DDPM_SCHEDULE = scheduler_meta({"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02})
+# Noise schedules of the public models the tiny and bundled sets stand in for, sampled
+# without clipping x̂₀ (latents are not confined to [−1, 1]; DDRM keeps the reference's
+# unclipped x̂₀).
+SD_SCHEDULE = scheduler_config({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "clip_sample": False})
+LDM_SR_SCHEDULE = scheduler_config({"beta_schedule": "scaled_linear", "beta_start": 0.0015, "beta_end": 0.0155, "clip_sample": False})
+DDPM_SCHEDULE = scheduler_config({"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02, "clip_sample": False})
 
 
 @dataclass

@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from trt_restore.errors import UserError
+from trt_restore.pipelines.schedule import scheduler_config
 
 from .inn import WaveletINN
 
@@ -35,15 +36,6 @@ NETWORK_CLASSES = {**AUTOENCODER_CLASSES, **UNET_CLASSES, **INN_CLASSES}
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 SCHEDULER_FILE = "scheduler_config.json"
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-# DDPMScheduler's defaults, used for keys a scheduler config leaves out.
-SCHEDULER_DEFAULTS = {
-    "num_train_timesteps": 1000,
-    "beta_schedule": "linear",
-    "beta_start": 0.0001,
-    "beta_end": 0.02,
-    "prediction_type": "epsilon",
-}
 
 
 def resolve_source(source: str | Path, subfolder: str | None = None) -> Path:
@@ -135,22 +127,10 @@ def load_network(folder: Path, classes: dict[str, type[ModelMixin]] = NETWORK_CL
     return model.eval()
 
 
-def scheduler_meta(config: dict, source: Path | str = "scheduler config") -> dict:
-    """The JSON-able noise-schedule description the pipelines need, with DDPM defaults filled in."""
-    meta = {key: config.get(key, default) for key, default in SCHEDULER_DEFAULTS.items()}
-    if meta["prediction_type"] not in PREDICTION_TYPES:
-        raise UserError(
-            f"{source}: prediction_type '{meta['prediction_type']}' is not supported; "
-            f"use one of {', '.join(PREDICTION_TYPES)}"
-        )
-    if config.get("trained_betas") is not None:
-        meta["trained_betas"] = [float(b) for b in config["trained_betas"]]
-    return meta
-
-
 def load_scheduler_config(path: Path) -> dict:
-    """:func:`scheduler_meta` of a ``scheduler_config.json`` file."""
-    return scheduler_meta(read_json(path), path)
+    """The complete sampling config (:func:`~trt_restore.pipelines.schedule.scheduler_config`) of a
+    ``scheduler_config.json`` file: every field honoured or refused, none dropped."""
+    return scheduler_config(read_json(path), path)
 
 
 def load_autoencoder(source: str | Path, subfolder: str | None = None) -> ModelMixin:

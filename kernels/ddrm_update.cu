@@ -1,7 +1,8 @@
 // ddrm_update.cu: one DDRM step in the spectral space of H = U Σ Vᵀ (Kawar et al. 2022,
 // `efficient_generalized_steps`), all three cases and the fresh noise in one pass.
 //
-// Per entry of the V basis, with s the singular value (0 where H has none), x̄₀ = Vᵀx₀ the
+// Per entry of the V basis, with s the singular value (0 where H has none or where it is
+// numerically zero: the caller passes SVDOperator.observed_singular_values), x̄₀ = Vᵀx₀ the
 // model's clean estimate, ε̄ = Vᵀε its noise estimate, Uᵀy the observation (zero-padded),
 // n ~ N(0, I), σ' = sigma_next, σ_y the observation noise, η = eta, η_b = eta_b:
 //

@@ -13,7 +13,7 @@ import torch
 from test_runtime_support import tiny_inputs, tiny_module, tiny_onnx, tiny_spec
 from trt_restore.engine.bundle_writer import build_bundle, describe_bundle, onnx_digest, write_bundle
 from trt_restore.errors import UserError
-from trt_restore.runtime.bundle import MANIFEST_NAME, Bundle, Machine, sha256_hex, supports_compute_capability
+from trt_restore.runtime.bundle import FORMAT_VERSION, MANIFEST_NAME, Bundle, Machine, sha256_hex, supports_compute_capability
 from trt_restore.runtime.torch_backend import TorchEngine
 from trt_restore.runtime.trt_loader import installed_flavours
 
@@ -120,11 +120,11 @@ def test_manifest_problems_are_refused(bundle_path):
 
     manifest = manifest_of(format="trt-restore-bundle", format_version=99, entries={})
     rewrite(bundle_path, manifest=manifest)
-    with pytest.raises(UserError, match="has bundle format version 99, and this trt-restore reads version 1; rebuild"):
+    with pytest.raises(UserError, match="has bundle format version 99, and this trt-restore reads version 2; rebuild"):
         Bundle.open(bundle_path)
 
     del manifest["components"]
-    rewrite(bundle_path, manifest={**manifest, "format_version": 1})
+    rewrite(bundle_path, manifest={**manifest, "format_version": FORMAT_VERSION})
     with pytest.raises(UserError, match=r"damaged manifest \(no components\)"):
         Bundle.open(bundle_path)
 

@@ -20,6 +20,7 @@ from trt_restore.engine.bundle_writer import write_bundle
 from trt_restore.io import read_image, write_image
 from trt_restore.jobs.request import DEFAULT_TASK_KEY
 from trt_restore.metrics import psnr
+from trt_restore.pipelines.schedule import SCHEDULER_DEFAULTS
 from trt_restore.runtime.bundle import Bundle
 
 TINY = ("--model-set", "tiny")
@@ -135,6 +136,10 @@ def test_info_on_a_cpu_bundle_exits_0(cpu_bundle, capsys):
     printed = capsys.readouterr().out
     assert "method ldm-sr, model set tiny, precision fp32, backend onnxruntime" in printed
     assert "integrity: all 2 entries match" in printed and "runs here: yes" in printed
+    scheduler = next(line for line in printed.splitlines() if line.strip().startswith("scheduler:"))
+    for field in SCHEDULER_DEFAULTS:  # every sampling field travels in the manifest and is shown
+        assert f"{field}=" in scheduler
+    assert "beta_schedule=scaled_linear" in scheduler and "clip_sample=False" in scheduler
 
 
 def flip_byte_inside(bundle: Path, entry: str) -> None:

@@ -22,8 +22,8 @@ from trt_restore.export.models import (
     load_inn,
     load_ldm_sr,
     load_unet,
-    scheduler_meta,
 )
+from trt_restore.pipelines.schedule import SCHEDULER_DEFAULTS, scheduler_config
 from trt_restore.export.tiny import (
     tiny_autoencoder_kl,
     tiny_autoencoder_tiny,
@@ -173,7 +173,7 @@ def test_load_ldm_sr_layout(tmp_path):
     _write_schedule(tmp_path / "scheduler" / "scheduler_config.json", beta_schedule="scaled_linear", beta_end=0.0155)
     vqvae, unet, scheduler = load_ldm_sr(tmp_path)
     assert isinstance(vqvae, VQModel) and isinstance(unet, UNet2DModel)
-    assert scheduler == {**scheduler_meta({}), "beta_schedule": "scaled_linear", "beta_end": 0.0155}
+    assert scheduler == {**SCHEDULER_DEFAULTS, "beta_schedule": "scaled_linear", "beta_end": 0.0155}
 
     tiny_unet(4, 4).save_pretrained(tmp_path / "unet")
     with pytest.raises(UserError, match="LDM-SR UNet"):
@@ -253,7 +253,7 @@ def test_model_set_errors(tmp_path, tiny_set):
         tiny_set.wrapper("vocoder")
     with pytest.raises(UserError, match="unknown method"):
         tiny_set.wrapper("decoder", "magic")
-    partial = ModelSet("partial", {"pixel_unet": tiny_set.networks["pixel_unet"]}, {"pixel_unet": scheduler_meta({})})
+    partial = ModelSet("partial", {"pixel_unet": tiny_set.networks["pixel_unet"]}, {"pixel_unet": scheduler_config({})})
     with pytest.raises(UserError, match="no vae network"):
         partial.wrapper("encoder", "reld")
     with pytest.raises(UserError, match="no noise schedule"):

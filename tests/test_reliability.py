@@ -206,7 +206,7 @@ ERROR_CASES = {
     ),
     "newer bundle format": bundle_case(
         lambda b, f: rewrite_bundle(b, f / "x.plan", lambda manifest: manifest.update(format_version=99)),
-        "has bundle format version 99, and this trt-restore reads version 1",
+        "has bundle format version 99, and this trt-restore reads version 2",
     ),
     "other TensorRT flavour": bundle_case(
         lambda b, f: rewrite_bundle(b, f / "x.plan", as_tensorrt("tensorrt", "10.3.0", ["8.6"])),

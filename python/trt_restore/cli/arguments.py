@@ -120,8 +120,8 @@ class MethodSetting:
     name: str
     kind: Any
     """The type of the flag's value, or a ``Literal`` of the values it takes."""
-    per_method: dict[str, tuple[str, Any]] = field(default_factory=dict)
-    """Method name to the field's (help text, default)."""
+    per_method: dict[str, tuple[str, Any, str]] = field(default_factory=dict)
+    """Method name to the field's (help text, default, per-task defaults from the method's ``TASK_DEFAULTS``)."""
 
     @property
     def choices(self) -> tuple[Any, ...] | None:
@@ -138,11 +138,12 @@ class MethodSetting:
 
     def help(self) -> str:
         """Each method's help text and default; methods that agree share one entry."""
-        methods_by_text: dict[tuple[str, Any], list[str]] = {}
+        methods_by_text: dict[tuple[str, Any, str], list[str]] = {}
         for method, described in self.per_method.items():
             methods_by_text.setdefault(described, []).append(method)
         entries = [
-            f"{', '.join(methods)}: {text} (default {default})" for (text, default), methods in methods_by_text.items()
+            f"{', '.join(methods)}: {text} (default {default}{'; ' + per_task if per_task else ''})"
+            for (text, default, per_task), methods in methods_by_text.items()
         ]
         return "; ".join(entries).replace("%", "%%")
 
@@ -151,7 +152,7 @@ class MethodSetting:
 def method_settings() -> dict[str, MethodSetting]:
     """One :class:`MethodSetting` per field name of the pipelines' ``Config`` dataclasses, in declaration order.
 
-    A field's kind is its annotation, or the ``kind`` that :func:`~trt_restore.pipelines.base.hyper` gave it.
+    A field's kind is its annotation; its help names the method's per-task defaults of that field.
     """
     from ..pipelines import PIPELINES
     from ..pipelines.base import config_fields
@@ -160,14 +161,19 @@ def method_settings() -> dict[str, MethodSetting]:
     for method, pipeline in PIPELINES.items():
         types = typing.get_type_hints(pipeline.Config)
         for config_field in config_fields(pipeline.Config):
-            kind = config_field.metadata.get("kind", types[config_field.name])
+            kind = types[config_field.name]
             setting = settings.setdefault(config_field.name, MethodSetting(config_field.name, kind))
             if setting.kind != kind:
                 raise TypeError(
                     f"setting '{config_field.name}' is a {setting.kind.__name__} for {', '.join(setting.per_method)} "
                     f"but a {kind.__name__} for {method}; one flag cannot parse both"
                 )
-            setting.per_method[method] = (config_field.metadata.get("help", ""), config_field.default)
+            per_task = "; ".join(
+                f"{row.label}: {row.settings_text([config_field.name])}"
+                for row in pipeline.TASK_DEFAULTS
+                if config_field.name in row.settings
+            )
+            setting.per_method[method] = (config_field.metadata.get("help", ""), config_field.default, per_task)
     return settings
 
 

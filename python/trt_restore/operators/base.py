@@ -238,6 +238,21 @@ class SVDOperator(Operator):
         """The K singular values, sorted descending."""
         return self.consts.get("singular_values", torch.empty(0, dtype=dtype, device=device))
 
+    def observed_singular_values(self, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
+        """The K singular values in ``dtype`` with the numerically zero ones set to exactly 0.
+
+        The one rule for what the observation determines: ``s_i`` counts only when
+        ``s_i > s_max · √ε`` (ε the machine epsilon of ``dtype``). Dividing ``Uᵀy`` by ``s_i``
+        amplifies y's rounding error (≈ ε relative) by ``1/s_i``; at the bound the result is
+        still accurate to ≈ √ε of the image scale (3e-4 in float32, below 8-bit quantisation).
+        Below it, e.g. the 1e-33 tail of a separable blur's spectrum, the coefficient is noise
+        and is treated as unobserved. Every consumer that divides by ``s`` (DDRM's spectral
+        update, in torch and in the CUDA kernel) reads these values.
+        """
+        s = self.singular_values(torch.float64, device)
+        floor = float(s.max()) * math.sqrt(torch.finfo(dtype).eps) if s.numel() else 0.0
+        return torch.where(s > floor, s, torch.zeros_like(s)).to(dtype)
+
     @property
     def m(self) -> int:
         """Observation dimension M."""

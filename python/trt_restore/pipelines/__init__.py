@@ -21,4 +21,13 @@ def pipeline_class(method: str) -> type[Pipeline]:
         raise UserError(f"unknown method '{method}'; choose one of: {', '.join(PIPELINES)}") from None
 
 
-__all__ = ["PIPELINES", "Models", "Pipeline", "pipeline_class"]
+def task_defaults_markdown() -> str:
+    """Every method's per-task defaults (:attr:`Pipeline.TASK_DEFAULTS`) as a Markdown table, for the README."""
+    lines = ["| method | tasks | settings |", "| --- | --- | --- |"]
+    for method, pipeline in PIPELINES.items():
+        for row in pipeline.TASK_DEFAULTS:
+            lines.append(f"| `{method}` | {row.label} | {row.settings_text()} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["PIPELINES", "Models", "Pipeline", "pipeline_class", "task_defaults_markdown"]

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..methods import NOISE_SOURCES, NoiseSource
 from ..operators import Operator
-from ..runtime.graphs import CudaGraphs, capturing
+from ..runtime.graphs import capturing
 from .schedule import NoiseSchedule
 
 log = logging.getLogger(__name__)
@@ -169,6 +171,26 @@ def stage(timings: dict[str, list[float]], name: str):
         timings[name].append(time.perf_counter() - start)
 
 
+@dataclass(frozen=True)
+class TaskDefault:
+    """Settings that replace a method's ``Config`` defaults on the tasks that ``pattern`` matches."""
+
+    pattern: str  # a regular expression over the whole task name
+    label: str  # the tasks in words, for help texts and the README
+    settings: Mapping[str, Any]
+
+    def settings_text(self, names: Sequence[str] | None = None) -> str:
+        """``name value, …`` over ``names`` (default: every setting)."""
+        return ", ".join(
+            f"{name} {_plain(value)}" for name, value in self.settings.items() if names is None or name in names
+        )
+
+
+def _plain(value: Any) -> str:
+    """A setting's value as people write it (0.95, 50, vjp)."""
+    return format(value, "g") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 class Pipeline:
     """Base class of the methods. Subclasses set ``name``, ``components``, ``Config`` and implement :meth:`run`.
 
@@ -188,10 +210,15 @@ class Pipeline:
         """Whether this method can solve the operator's inverse problem."""
         return True
 
+    TASK_DEFAULTS: ClassVar[tuple[TaskDefault, ...]] = ()
+    """The method's per-task defaults: the one table that the flags' help and the README show."""
+
     @classmethod
     def task_defaults(cls, task: str) -> dict[str, Any]:
-        """Settings whose default differs for ``task`` (the Config's own defaults hold otherwise)."""
-        return {}
+        """Settings whose default differs for ``task``: the first :data:`TASK_DEFAULTS` row that matches
+        (the Config's own defaults hold otherwise)."""
+        row = next((row for row in cls.TASK_DEFAULTS if re.fullmatch(row.pattern, task)), None)
+        return dict(row.settings) if row is not None else {}
 
     @classmethod
     def check_task(cls, operator: Operator) -> None:
@@ -241,12 +268,10 @@ def config_fields(config_type: type) -> list[dataclasses.Field]:
     return list(dataclasses.fields(config_type))
 
 
-def hyper(default: Any, help: str, kind: Any = None) -> Any:
-    """A ``Config`` field with a default and a help text for its command-line flag.
-
-    ``kind``, when given, is the flag's type in place of the field's annotation (a ``Literal`` limits it to its values).
-    """
-    return dataclasses.field(default=default, metadata={"help": help} | ({"kind": kind} if kind is not None else {}))
+def hyper(default: Any, help: str) -> Any:
+    """A ``Config`` field with a default and a help text for its command-line flag (typed by its annotation;
+    a ``Literal`` limits the flag to its values)."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def cuda_graphs_setting() -> Any:
@@ -255,5 +280,4 @@ def cuda_graphs_setting() -> Any:
         "auto",
         "auto: on a CUDA device with TensorRT or torch engines, replay the loop step as a CUDA graph "
         "(the same result as off, bit for bit); off: launch every kernel from the host",
-        kind=CudaGraphs,
     )

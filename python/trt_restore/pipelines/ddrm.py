@@ -13,13 +13,14 @@ reference code:
   then ``x_{t'} = √ᾱ_{t'} V x̄_{t'}``.
 
 Images are mapped to the model's [−1, 1] range: ``x_m = 2x − 1``, so ``y_m = 2y − A1`` and
-``σ_y = 2σ``. Singular values that are exactly zero are treated as unobserved.
+``σ_y = 2σ``. Singular values that are numerically zero are treated as unobserved, by the
+one rule of :meth:`~trt_restore.operators.base.SVDOperator.observed_singular_values`
+(``s_i ≤ s_max·√ε`` counts as 0); the torch update and the CUDA kernel both read them.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,17 +28,17 @@ import torch
 
 from .. import kernels
 from ..operators import Operator
-from ..runtime.graphs import LoopGraphs, step_table
-from .base import Noise, Pipeline, StepCallback, cuda_graphs_setting, hyper, stage
+from ..runtime.graphs import CudaGraphs, LoopGraphs, step_table
+from .base import Noise, Pipeline, StepCallback, TaskDefault, cuda_graphs_setting, hyper, stage
 from .schedule import NoiseSchedule
 
 
 @dataclass
 class DDRMConfig:
-    steps: int = hyper(20, "number of DDRM steps T (grid 0, 1000/T, …); DDRM: 50 for SR and deblur-gauss")
-    eta: float = hyper(0.85, "η (η_A = η_C): stochasticity of the unobserved and less-noisy coefficients; DDRM: 0 for denoise and SR, 0.95 for deblur-gauss")
+    steps: int = hyper(20, "number of DDRM steps T (grid 0, 1000/T, …)")
+    eta: float = hyper(0.85, "η (η_A = η_C): stochasticity of the unobserved and less-noisy coefficients")
     eta_b: float = hyper(1.0, "η_B: weight of the observation on the noisier-than-y coefficients")
-    cuda_graphs: str = cuda_graphs_setting()
+    cuda_graphs: CudaGraphs = cuda_graphs_setting()
 
 
 class SpectralProblem:
@@ -48,7 +49,7 @@ class SpectralProblem:
         self.operator = operator
         self.image_shape = image_shape
         n = math.prod(image_shape[1:])
-        s = operator.singular_values().to(device=y_model.device, dtype=y_model.dtype)
+        s = operator.observed_singular_values(y_model.dtype, y_model.device)
         k = s.numel()
         self.singulars = torch.zeros(n, device=y_model.device, dtype=y_model.dtype)
         self.singulars[:k] = s
@@ -151,22 +152,15 @@ class DDRM(Pipeline):
     def task_hint(cls) -> str:
         return "DDRM needs an operator with an SVD (every task but srN-gauss)"
 
-    @classmethod
-    def task_defaults(cls, task: str) -> dict:
-        """η = 0 for denoising and super-resolution (50 steps for SR); η 0.95, 50 steps for Gaussian deblurring.
-
-        Measured on held-out images (skimage's astronaut, coffee and chelsea at 128 px),
-        PSNR against the defaults (η 0.85, 20 steps): denoise σ 25/255 26.7 → 28.5 dB;
-        sr4-bicubic 23.1 → 24.5 dB (23.5 with η 0 at 20 steps); deblur-gauss 26.9 → 27.4 dB
-        (η 0 there: 26.0).
-        """
-        if task == "denoise":
-            return {"eta": 0.0}
-        if re.fullmatch(r"sr\d+(-bicubic)?", task):
-            return {"eta": 0.0, "steps": 50}
-        if task == "deblur-gauss":
-            return {"eta": 0.95, "steps": 50}
-        return {}
+    # η = 0 for denoising and super-resolution (50 steps for SR); η 0.95, 50 steps for Gaussian
+    # deblurring. Measured on held-out images (skimage's astronaut, coffee and chelsea at 128 px),
+    # PSNR against the Config's defaults (η 0.85, 20 steps): denoise σ 25/255 26.7 → 28.5 dB;
+    # sr4-bicubic 23.1 → 24.5 dB (23.5 with η 0 at 20 steps); deblur-gauss 26.9 → 27.4 dB (η 0 there: 26.0).
+    TASK_DEFAULTS = (
+        TaskDefault("denoise", "denoise", {"eta": 0.0}),
+        TaskDefault(r"sr\d+(-bicubic)?", "SR (srN, srN-bicubic)", {"eta": 0.0, "steps": 50}),
+        TaskDefault("deblur-gauss", "deblur-gauss", {"eta": 0.95, "steps": 50}),
+    )
 
     def run(self, y, operator, sigma, noise, callback):
         schedule = self.models.schedule("pixel_unet")

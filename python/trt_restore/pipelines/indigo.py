@@ -33,7 +33,7 @@ from ..errors import UserError
 from ..inn_condition import degradation_embedding
 from ..operators import Operator
 from .base import Pipeline, hyper, pad_to, stage
-from .ldm_sr import ddim_pairs, sr_scale
+from .ldm_sr import sr_scale
 
 
 @dataclass
@@ -88,7 +88,7 @@ class Indigo(Pipeline):
         schedule = self.models.schedule("unet")
         latent_factor = self.models.latent_factor
         z = noise.randn(y.shape[0], self.models.latent_channels, height // latent_factor, width // latent_factor)
-        pairs = ddim_pairs(schedule, cfg.steps)
+        pairs = schedule.ddim_pairs(cfg.steps)
         z0 = z
         for step, (t, t_prev) in enumerate(pairs):
             timestep = torch.full((z.shape[0],), float(t), device=z.device)

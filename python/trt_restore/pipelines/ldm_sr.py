@@ -29,13 +29,6 @@ class LDMSRConfig:
     cuda_graphs: CudaGraphs = cuda_graphs_setting()
 
 
-def ddim_pairs(schedule, steps: int) -> list[tuple[int, int]]:
-    """(t, t') pairs of the DDIM grid with ``t' = t − T/steps``, as diffusers' ``DDIMScheduler.step``."""
-    timesteps = schedule.ddim_timesteps(steps)
-    ratio = schedule.num_train_timesteps // steps
-    return [(t, t - ratio) for t in timesteps]
-
-
 def sr_scale(operator: Operator) -> int | None:
     """The super-resolution factor of an SR operator, else None."""
     return getattr(operator, "scale", None) if operator.task.startswith("sr") else None
@@ -71,7 +64,7 @@ class LDMSR(Pipeline):
     def run(self, y, operator, sigma, noise, callback):
         lr = low_resolution_condition(self.models, operator, y)
         schedule = self.models.schedule("sr_unet")
-        pairs = ddim_pairs(schedule, self.config.steps)
+        pairs = schedule.ddim_pairs(self.config.steps)
         eta = self.config.eta
         rows = []
         for t, t_prev in pairs:

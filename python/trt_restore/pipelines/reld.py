@@ -35,7 +35,7 @@ from typing import Literal, get_args
 import torch
 
 from ..errors import UserError
-from .base import Pipeline, hyper, stage
+from .base import Pipeline, TaskDefault, hyper, stage
 
 VGradient = Literal["vjp", "encoder"]
 """How the v-update gets ``J_Dᵀ(D(v) − t)``: the decoder VJP graph, or the encoder approximation ``v − E(t)``."""
@@ -45,7 +45,7 @@ V_GRADIENTS: tuple[VGradient, ...] = get_args(VGradient)
 @dataclass
 class RELDConfig:
     iterations: int = hyper(30, "HQS iterations")
-    tau: float = hyper(0.04, "prior pixel tolerance τ; μ = (max(σ, σ_min)/τ)²; 0.1 for denoise")
+    tau: float = hyper(0.04, "prior pixel tolerance τ; μ = (max(σ, σ_min)/τ)²")
     sigma_min: float = hyper(0.005, "σ floor used for μ on noiseless problems")
     lam: float = hyper(1.0, "λ: weight of the diffusion regulariser relative to μ = 1")
     step: float = hyper(0.8, "v-update step, normalised by the curvature: η = step / (λ + μL)")
@@ -65,14 +65,10 @@ class RELD(Pipeline):
     name = "reld"
     Config = RELDConfig
 
-    @classmethod
-    def task_defaults(cls, task: str) -> dict:
-        """τ = 0.1 for denoising: more weight on the observation.
-
-        Measured on held-out images (skimage's astronaut, coffee and chelsea at 128 px, σ
-        25/255, noisy 20.6 dB): τ 0.04 18.4 dB, 0.07 23.0, 0.1 23.7, 0.13 23.3, 0.2 22.1.
-        """
-        return {"tau": 0.1} if task == "denoise" else {}
+    # τ = 0.1 for denoising: more weight on the observation. Measured on held-out images (skimage's
+    # astronaut, coffee and chelsea at 128 px, σ 25/255, noisy 20.6 dB): τ 0.04 18.4 dB, 0.07 23.0,
+    # 0.1 23.7, 0.13 23.3, 0.2 22.1.
+    TASK_DEFAULTS = (TaskDefault("denoise", "denoise", {"tau": 0.1}),)
 
     def run(self, y, operator, sigma, noise, callback):
         cfg = self.config

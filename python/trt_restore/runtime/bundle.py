@@ -38,7 +38,7 @@ from .trt_loader import PIP_NAMES, installed_flavours
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "trt-restore-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: manifests carry complete scheduler configs
 _REQUIRED_KEYS = ("method", "model_set", "backend", "precision", "components", "entries")
 # A damaged zip archive surfaces from zipfile as any of these (bad offsets, flags or compression methods).
 ARCHIVE_ERRORS = (zipfile.BadZipFile, EOFError, OSError, RuntimeError, ValueError, zlib.error, lzma.LZMAError)
@@ -321,6 +321,8 @@ class Bundle:
             ranges = "; ".join(p.describe() for p in self.profiles(name)) or "any size"
             size = _format_size(m["entries"][entry]["size"])
             lines.append(f"  {name}: {inputs} -> {outputs}; {ranges}; {entry} {size}")
+            if "scheduler" in spec.meta:
+                lines.append(f"    scheduler: {_format_scheduler(spec.meta['scheduler'])}")
         try:
             self.verify()
             lines.append(f"integrity: all {len(m['entries'])} entries match their sha256")
@@ -334,6 +336,13 @@ class Bundle:
         else:
             lines.append(f"runs here: yes, on the GPU (compute capability {machine.compute_capability})")
         return "\n".join(lines)
+
+
+def _format_scheduler(config: dict) -> str:
+    """Every sampling field of a scheduler config, ``key=value`` (trained betas by their count)."""
+    shown = {key: f"<{len(value)} values>" if key == "trained_betas" and value is not None else value
+             for key, value in config.items()}
+    return ", ".join(f"{key}={value}" for key, value in shown.items())
 
 
 def describe_bundle(path: str | Path) -> str:
