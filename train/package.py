@@ -37,9 +37,11 @@ ROLE_SOURCES = {
 }
 NOTES = {
     "vae": (
-        "Downsampling 4, not 8: one autoencoder then serves both `vae` and `sr_vae` (LDM-SR x4 needs the "
-        "low-resolution image at the latent's size), and in a 300-step probe with the same recipe and data a "
-        "downsampling-8 autoencoder (one more block) reached a training L1 of 0.095 against 0.082 for downsampling 4."
+        "8 latent channels: the best linear f4 code (PCA of 4×4×3 patches of the colour training pools) "
+        "reconstructs the held-out images at 23.2 dB with 4 components, the old autoencoder's level (23.1 dB), "
+        "against 30.4 dB with 8. Downsampling 4, not 8: one autoencoder serves both `vae` and `sr_vae` (LDM-SR x4 "
+        "needs the low-resolution image at the latent's size). The mean-colour term (8×8 average-pooled L1) "
+        "targets the colour cast of the first version."
     ),
     "sr_vae": "The same weights as `vae` (see its card).",
     "sr_unet": (

@@ -17,10 +17,10 @@ class Defaults:
 
 
 DEFAULTS: dict[str, Defaults] = {
-    "vae": Defaults(minutes=16, batch_size=8, lr=5e-4, crop=64),
-    "unet": Defaults(minutes=14, batch_size=16, lr=2e-4, crop=96),
-    "sr_unet": Defaults(minutes=12, batch_size=16, lr=2e-4, crop=96),
-    "pixel_unet": Defaults(minutes=14, batch_size=16, lr=2e-4, crop=32),
+    "vae": Defaults(minutes=50, batch_size=8, lr=8e-4, crop=48),
+    "unet": Defaults(minutes=20, batch_size=16, lr=2e-4, crop=96),
+    "sr_unet": Defaults(minutes=20, batch_size=16, lr=2e-4, crop=96),
+    "pixel_unet": Defaults(minutes=25, batch_size=16, lr=2e-4, crop=32),
     "inn_pixel": Defaults(minutes=4, batch_size=16, lr=1e-3, crop=64),
-    "inn_latent": Defaults(minutes=5, batch_size=16, lr=1e-3, crop=64),
+    "inn_latent": Defaults(minutes=4, batch_size=16, lr=1e-3, crop=64),
 }
