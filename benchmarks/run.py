@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trt_restore.bench import add_bench_arguments, run_bench
+from trt_restore.cli.bench import add_bench_arguments, run_bench
 from trt_restore.errors import UserError
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trt_restore.bench.command import add_bench_arguments, config_from_args, run_bench
 from trt_restore.bench.config import Variant, steps_override
 from trt_restore.bench.images import synthetic_image
 from trt_restore.bench.report import render_markdown
 from trt_restore.bench.speed import GLUE, NESTED_STAGES, percentiles
+from trt_restore.cli.bench import add_bench_arguments, config_from_args, run_bench
 from trt_restore.errors import UserError
 from trt_restore.io import write_image
 from trt_restore.metrics import psnr

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from trt_restore.cli.demo import add_demo_arguments, run_demo
 from trt_restore.demo import (
     CAPTION_HEIGHT,
     MIN_CELL,
@@ -17,8 +18,6 @@ from trt_restore.demo import (
     QUICK_CASES,
     RESULTS,
     SHEET,
-    add_demo_arguments,
-    run_demo,
     supported_methods,
 )
 from trt_restore.errors import UserError

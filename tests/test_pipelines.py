@@ -118,6 +118,29 @@ def test_models_close_their_engines_and_fallbacks_at_the_end_of_a_with_block():
         models.call("decoder", latent=torch.ones(1, 4, 8, 8))
 
 
+def test_restore_closes_the_models_it_loads_itself_and_only_those(monkeypatch):
+    closed = []
+    close = Models.close
+
+    def counting_close(models):
+        closed.append(models)
+        close(models)
+
+    monkeypatch.setattr(Models, "close", counting_close)
+    y = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    run = {"method": "ddrm", "task": "sr2", "backend": "torch", "model_set": "tiny", "config": {"steps": 2}}
+    restore(y, **run)
+    assert len(closed) == 1 and all(engine.closed for engine in closed[0].engines.values())
+    with pytest.raises(UserError, match="has no setting 'nope'"):
+        restore(y, **{**run, "config": {"nope": 1}})
+    assert len(closed) == 2  # also when the restoration fails
+
+    _, models = load_models("ddrm", model_set="tiny", backend="torch")
+    restore(y, **run, models=models)
+    assert len(closed) == 2 and not any(engine.closed for engine in models.engines.values())
+    assert restore(y, **run, models=models).shape == (1, 3, 16, 16)  # still usable
+
+
 def test_noise_source_device_is_the_host_stream_on_the_cpu_and_unknown_sources_are_refused():
     y = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     run = {"method": "ddrm", "task": "sr4", "sigma": 0.05, "backend": "torch", "model_set": "tiny",

@@ -12,12 +12,12 @@ from diffusers import AutoencoderKL
 from PIL import Image
 from safetensors import safe_open
 
+from trt_restore.cli import main
 from trt_restore.data import data_root
 from trt_restore.demo import DEMO_IMAGES
 from trt_restore.errors import UserError
 from trt_restore.export.model_sets import ROLES, load_model_set
 from trt_restore.train.autoencoder import AutoencoderTask
-from trt_restore.train.command import train_main
 from trt_restore.train.data import SKIMAGE_SAMPLES, CropSampler, load_pool, training_files
 from trt_restore.train.diffusion import LatentDiffusionTask
 from trt_restore.train.loop import CHECKPOINT, RunOptions, TrainingRun, read_checkpoint, trained_network
@@ -138,17 +138,17 @@ def test_latent_trainers_need_the_trained_vae(tmp_path):
 def test_a_run_needs_a_budget(tmp_path):
     with pytest.raises(UserError, match="budget"):
         RunOptions(workdir=tmp_path)
-    assert train_main(["vae", "--workdir", str(tmp_path), "--steps", "0"]) == 2
+    assert main(["train", "vae", "--workdir", str(tmp_path), "--steps", "0"]) == 2
 
 
 def test_every_trainer_runs_and_the_package_loads_as_float32(tmp_path, one_thread):
     workdir, out = tmp_path / "work", tmp_path / "models"
     common = ["--workdir", str(workdir), "--arch", "tiny", "--data", "skimage", "--steps", "1", "--batch-size", "2", "--log-every", "1"]
     for component in ("vae", "unet", "sr_unet", "pixel_unet", "inn_pixel", "inn_latent"):
-        assert train_main([component, *common, "--crop", "32"]) == 0, component
+        assert main(["train", component, *common, "--crop", "32"]) == 0, component
         losses = read_checkpoint(workdir, component)["history"]
         assert math.isfinite(losses[-1]["loss"]), component
-    assert train_main(["package", "--workdir", str(workdir), "--out", str(out)]) == 0
+    assert main(["train", "package", "--workdir", str(workdir), "--out", str(out)]) == 0
 
     model_set = load_model_set(out)
     assert sorted(model_set.networks) == sorted(ROLES)

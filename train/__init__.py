@@ -6,5 +6,5 @@
 - :mod:`.autoencoder`, :mod:`.diffusion`, :mod:`.inn`: one training task per model family;
 - :mod:`.evaluation`: quality on the held-out images;
 - :mod:`.package`: the model-set writer with its model cards;
-- :mod:`.command`: the ``trt-restore train`` arguments and handler (``python -m trt_restore.train.command``).
+- :mod:`.command`: what ``trt-restore train`` runs: one component, all of them, or the package.
 """

@@ -12,6 +12,7 @@ import copy
 import math
 import re
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,18 @@ def load_models(
     ``adapt`` keeps a trainable copy of the INN. ``tile`` (image pixels) runs the networks
     on overlapping tiles for larger images: by default the backend's :data:`DEFAULT_TILES`,
     or a bundle's profile maximum.
+
+    Args:
+        method: one of :data:`METHODS` (None: the bundle's method, else ``reld``).
+        engine: a ``.plan`` bundle made by ``trt-restore build`` (None: the networks of ``model_set``).
+        model_set: ``bundled``, ``tiny`` or a model-set folder; unused with ``engine``.
+        backend: ``auto`` (the bundle's backend, else torch), ``torch``, ``onnxruntime``, or ``tensorrt`` (needs ``engine``).
+        device: where the engines run, e.g. ``cpu`` or ``cuda:0`` (None: the current CUDA device, else the CPU).
+        image_size: (H, W) of the restored image, before padding.
+        scale: the task's super-resolution factor (:func:`sr_factor`), ≥ 1.
+        threads: CPU threads of each onnxruntime session (None: onnxruntime's choice); unused by the other backends.
+        adapt: also load a trainable copy of the INN, for the INDIGO methods' ``adapt`` setting.
+        tile: side in image pixels of the overlapping tiles (None: the default above).
 
     Loaded once, the engines serve many :func:`restore` calls (here the tiny random models):
 
@@ -216,6 +229,31 @@ def restore(
     networks on overlapping tiles of that many pixels (see :mod:`trt_restore.runtime.tiling`).
     ``noise`` is where the sampling noise is drawn: ``host`` gives the same result for a seed
     on every device; ``device`` saves the host's generator, which bounds large images on a GPU.
+    Engines that ``restore`` loads itself are closed before it returns; ``models`` stay open.
+
+    Args:
+        image: the observation y: a file path, a PIL image, an (H, W[, C]) array (integers scaled
+            by their maximum, floats in [0, 1]) or a (C, H, W) or (B, C, H, W) tensor in [0, 1].
+        method: one of :data:`METHODS` (None: the bundle's method with ``engine``, else ``reld``).
+        task: the degradation: denoise, srN, srN-bicubic, srN-gauss, deblur-gauss, deblur-uniform,
+            deblur-motion, inpaint or colorize.
+        sigma: noise std of y on the [0, 1] scale (25/255 is "noise level 25"), ≥ 0.
+        engine: a ``.plan`` bundle made by ``trt-restore build`` (None: the networks of ``model_set``).
+        backend: ``auto`` (the bundle's backend, else torch), ``torch``, ``onnxruntime``, or ``tensorrt`` (needs ``engine``).
+        seed: seed of the sampling noise; the same seed gives the same result.
+        noise: ``host`` or ``device``, as above.
+        model_set: ``bundled``, ``tiny`` or a model-set folder; unused with ``engine`` or ``models``.
+        device: where the engines run, e.g. ``cpu`` or ``cuda:0`` (None: the current CUDA device, else the CPU).
+        config: the method's settings by name (e.g. ``{"steps": 50}``), over its per-task defaults.
+        task_params: the operator's options, as :func:`~trt_restore.operators.make_operator` takes them.
+        callback: ``callback(step, total_steps, estimate)`` after each step; ``estimate()`` is in [0, 1].
+        models: engines from :func:`load_models`, reused as they are (``engine``, ``backend``,
+            ``model_set``, ``device`` and ``tile`` are then unused).
+        tile: side in image pixels of the overlapping tiles (None: the backend's or bundle's default).
+
+    Returns:
+        The restored image in [0, 1], batched as the input was, s times its height and width for
+        the task's SR factor s; with the input's channels, but 3 for colorize.
 
     On the tiny random models, in two steps:
 
@@ -231,22 +269,24 @@ def restore(
         raise UserError(f"the image is {y.shape[-1]}×{y.shape[-2]} pixels; restoration needs at least 2×2")
     scale = sr_factor(task)
     size = (y.shape[-2] * scale, y.shape[-1] * scale)
-    if models is None:
-        wants_adapt = bool((config or {}).get("adapt"))
-        method, models = load_models(
-            method, engine=engine, model_set=model_set, backend=backend, device=device, adapt=wants_adapt,
-            image_size=size, scale=scale, tile=tile,
-        )
-    method = method or DEFAULT_METHOD
-    pipeline = _pipeline(method, task, models, config)
-    channels = 3 if task == "colorize" else y.shape[1]
-    gray_to_rgb = channels == 1 and _model_channels(models) == 3
-    if gray_to_rgb:
-        y, channels = y.expand(-1, 3, -1, -1), 3
-    operator = make_operator(task, size=size, channels=channels, **(task_params or {}))
-    operator = canvas_operator(operator, math.lcm(size_multiple(models), scale))
-    engine_device = next(iter(models.engines.values())).device
-    out = pipeline(y.to(engine_device), operator, sigma, seed=seed, noise=noise, callback=callback)
+    with ExitStack() as loaded_here:
+        if models is None:
+            wants_adapt = bool((config or {}).get("adapt"))
+            method, models = load_models(
+                method, engine=engine, model_set=model_set, backend=backend, device=device, adapt=wants_adapt,
+                image_size=size, scale=scale, tile=tile,
+            )
+            loaded_here.enter_context(models)
+        method = method or DEFAULT_METHOD
+        pipeline = _pipeline(method, task, models, config)
+        channels = 3 if task == "colorize" else y.shape[1]
+        gray_to_rgb = channels == 1 and _model_channels(models) == 3
+        if gray_to_rgb:
+            y, channels = y.expand(-1, 3, -1, -1), 3
+        operator = make_operator(task, size=size, channels=channels, **(task_params or {}))
+        operator = canvas_operator(operator, math.lcm(size_multiple(models), scale))
+        engine_device = next(iter(models.engines.values())).device
+        out = pipeline(y.to(engine_device), operator, sigma, seed=seed, noise=noise, callback=callback)
     out = out[..., : size[0], : size[1]]
     if gray_to_rgb:
         out = out.mean(dim=1, keepdim=True)

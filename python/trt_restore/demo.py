@@ -7,13 +7,12 @@ the bundled model set never trained on them. Each demo case degrades one image,
 each method's result and the ground truth, captioned with their PSNR. ``--quick`` runs
 one small case with few steps per method, as a smoke test.
 
-torch and the pipelines are imported inside the functions, so that declaring the
-command's arguments stays cheap.
+torch and the pipelines are imported inside the functions, so that importing this
+module stays cheap.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
     import torch
 
 DEMO_IMAGES = ("astronaut", "coffee", "chelsea")
-SUMMARY = "restore sample images with every method, offline, and write a contact sheet"
 SHEET = "contact_sheet.png"
 RESULTS = "results.json"
 CAPTION_HEIGHT = 30
@@ -174,36 +172,34 @@ def contact_sheet(rows: list[list[Cell]]):
     return sheet
 
 
-def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the arguments of ``trt-restore demo``."""
-    parser.add_argument("--out", type=Path, required=True, help="folder for contact_sheet.png and results.json")
-    parser.add_argument("--quick", action="store_true", help="one small case with a few steps per method (a smoke test)")
-    parser.add_argument("--model-set", default="bundled", help="model set name or folder (default: bundled)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the observation noise and the samplers (default 0)")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="CPU threads for torch (default 1: the demo is small, and one thread never oversubscribes a shared machine)"
-    )
+def run_demo(
+    out: str | Path, *, quick: bool = False, model_set: str | Path = "bundled", seed: int = 0, threads: int = 1
+) -> None:
+    """Restore the demo cases and write ``contact_sheet.png`` and ``results.json`` into ``out`` (created).
 
-
-def run_demo(args: argparse.Namespace) -> int:
-    """Handler of ``trt-restore demo``: restore the demo cases and write the contact sheet."""
-    out = Path(args.out)
+    Args:
+        out: folder for the contact sheet and the results; a file there is an error.
+        quick: one small case with a few steps per method (a smoke test) instead of every case.
+        model_set: model set name (``bundled``, ``tiny``) or folder.
+        seed: seed of the observation noise and the samplers.
+        threads: CPU threads for torch, at least 1 (a process-wide setting).
+    """
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a folder for the contact sheet")
-    if args.threads < 1:
-        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
     import torch
 
-    torch.set_num_threads(args.threads)
-    cases, size = (QUICK_CASES, QUICK_SIZE) if args.quick else (CASES, FULL_SIZE)
+    torch.set_num_threads(threads)
+    cases, size = (QUICK_CASES, QUICK_SIZE) if quick else (CASES, FULL_SIZE)
     start = time.perf_counter()
     rows, results = [], {}
     for case in cases:
-        cells, scores = run_case(case, size, args.model_set, args.quick, args.seed)
+        cells, scores = run_case(case, size, model_set, quick, seed)
         rows.append(cells)
         results[f"{case.image} {case.task} sigma={case.sigma:g}"] = scores
     out.mkdir(parents=True, exist_ok=True)
     contact_sheet(rows).save(out / SHEET)
-    (out / RESULTS).write_text(json.dumps({"size": size, "quick": args.quick, "cases": results}, indent=2))
+    (out / RESULTS).write_text(json.dumps({"size": size, "quick": quick, "cases": results}, indent=2))
     print(f"wrote {out / SHEET} and {out / RESULTS} in {time.perf_counter() - start:.0f} s", flush=True)
-    return 0

@@ -19,7 +19,6 @@ backends are imported where they are used.
 
 from __future__ import annotations
 
-from .command import add_bench_arguments, run_bench
 from .config import TASK_SETTINGS, BenchConfig, Variant
 from .harness import Harness, run_benchmarks
 from .report import render_markdown
@@ -29,8 +28,6 @@ __all__ = [
     "BenchConfig",
     "Harness",
     "Variant",
-    "add_bench_arguments",
     "render_markdown",
-    "run_bench",
     "run_benchmarks",
 ]

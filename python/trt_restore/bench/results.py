@@ -1,4 +1,4 @@
-"""The results document: its format marker, reading a results file and merging several."""
+"""The results document: its format marker, writing and reading a results file, merging several."""
 
 from __future__ import annotations
 
@@ -38,6 +38,12 @@ def merge_results(runs: Sequence[dict]) -> dict:
     if len(runs) > 1:
         merged["merged_from"] = [{"created": r["created"], "commit": r["machine"].get("git_commit")} for r in runs]
     return merged
+
+
+def write_results(results: dict, path: Path) -> None:
+    """Write a results document where :func:`read_results` reads it, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
 
 
 def read_results(path: Path) -> dict:

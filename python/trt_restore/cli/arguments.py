@@ -53,6 +53,29 @@ def positive_int(text: str) -> int:
     return value
 
 
+def one_of(choices: Sequence[str]) -> Callable[[str], str]:
+    """An argparse type for one of ``choices``; unlike ``choices=``, the usage line does not list them."""
+
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"'{text}' is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def comma_list(kind: Callable[[str], Value]) -> Callable[[str], list[Value]]:
+    """An argparse type for comma-separated values, each parsed by ``kind``; empty items are skipped."""
+
+    def parse(text: str) -> list[Value]:
+        try:
+            return [kind(item) for item in text.split(",") if item]
+        except (ValueError, UserError) as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
 def add_bits_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bits",

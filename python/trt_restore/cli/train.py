@@ -2,7 +2,40 @@
 
 from __future__ import annotations
 
-from ..train.command import add_train_arguments, run_train
+import argparse
+import dataclasses
+from pathlib import Path
+
+from ..train.command import ACTIONS, ARCHITECTURES, TrainSettings, train
 from .parser import Subcommand
+
+DEFAULT_SETTINGS = TrainSettings()
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the arguments of ``trt-restore train``."""
+    parser.add_argument("component", choices=ACTIONS, help="network to train, 'all' of them, or 'package' the trained set")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_SETTINGS.workdir, help="checkpoints and loss logs (default: ./trt-train)")
+    parser.add_argument("--out", type=Path, help="package/all: model-set folder to write (default: the package's models/)")
+    parser.add_argument("--minutes", type=float, help="training-time budget, total over resumed runs (default: per component)")
+    parser.add_argument("--steps", type=int, help="step budget, total over resumed runs (default: none)")
+    parser.add_argument("--batch-size", type=int, help="crops per step (default: per component)")
+    parser.add_argument("--lr", type=float, help="AdamW learning rate (default: per component)")
+    parser.add_argument("--crop", type=int, help="training crop size in pixels (default: per component)")
+    parser.add_argument("--arch", choices=ARCHITECTURES, default=DEFAULT_SETTINGS.arch, help="network size: small (bundled) or tiny (smoke tests)")
+    parser.add_argument("--data", default=DEFAULT_SETTINGS.data, help=f"comma-separated image sources: train (= bsds400 + csunhays80 + curban100 + train400), any one of those, skimage, sklearn (default: {DEFAULT_SETTINGS.data})")
+    parser.add_argument("--device", default=DEFAULT_SETTINGS.device, help="auto (a GPU when there is one), cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SETTINGS.seed, help="seed of every random draw (default 0)")
+    parser.add_argument("--ema-decay", type=float, default=DEFAULT_SETTINGS.ema_decay, help="decay of the weight average that is saved (default 0.999)")
+    parser.add_argument("--log-every", type=int, default=DEFAULT_SETTINGS.log_every, help="steps per loss-log line (default 50)")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Handler of ``trt-restore train``; each field of :class:`TrainSettings` is the flag of that name."""
+    settings = TrainSettings(**{field.name: getattr(args, field.name) for field in dataclasses.fields(TrainSettings)})
+    train(args.component, settings, minutes=args.minutes, out=args.out)
+    return 0
+
 
 COMMAND = Subcommand("train", "train the bundled small models", add_train_arguments, run_train)

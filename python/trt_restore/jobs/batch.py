@@ -48,6 +48,19 @@ def run_batch(
     :class:`UserError`. ``resume`` skips the inputs whose output is complete; ``summary``
     (None: none) gets the JSON summary, saved also when the run is interrupted;
     ``intermediates`` gets every ``every``-th step's estimate of each image.
+
+    Args:
+        pairs: (input file, output file) per image, outputs in one folder; at least one pair.
+        request: method, task, σ, seed, settings and task parameters, the same for every image.
+        source: where the engines come from; its ``threads`` (if set) become torch's CPU threads.
+        tile: side in pixels of the overlapping tiles the networks run on (None: the engines' default).
+        max_pixels: refuse (report as failed) an input whose restored size exceeds this many pixels.
+        bits: output bits per sample, 8 or 16 (None: the input's, where the output format allows).
+        resume: skip the inputs whose output is already complete.
+        summary: where to write the JSON summary (None: no summary).
+        intermediates: folder for ``<stem>_stepNNN.png`` estimates (None: none written).
+        every: with ``intermediates``, write every this many steps, ≥ 1.
+        show: draw progress bars over the images and each image's steps.
     """
     import torch
 

@@ -242,6 +242,14 @@ class Pipeline:
         """Restore ``x`` from ``y = A x + σ n``; y and the result are (B, C, H, W) in [0, 1].
 
         ``noise`` is where the sampling noise is drawn (:class:`Noise`).
+
+        Args:
+            y: the observation, (B, C, h, w) in [0, 1], shaped as ``operator.y_shape`` says (H/s × W/s for srN).
+            operator: the degradation A at the restored size; the method must support its task.
+            sigma: noise std of y on the [0, 1] scale (25/255 is "noise level 25"), ≥ 0.
+            seed: seed of the sampling noise; the same seed gives the same result.
+            noise: ``host`` (the same numbers on every device) or ``device`` (drawn where they are used).
+            callback: ``callback(step, total_steps, estimate)`` after each step; ``estimate()`` is in [0, 1].
         """
         self.check_task(operator)
         sampling_noise = Noise(seed, y.device, y.dtype, noise)

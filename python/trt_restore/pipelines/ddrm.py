@@ -98,6 +98,19 @@ def ddrm_sample(
     step's scalars come as 0-dim tensors and ``draws`` are fresh Gaussian noise of
     ``draw_shapes``, so that ``graphs`` can capture the predictor and the Vᵀ projections as
     one CUDA graph. The spectral update and V run after it, eagerly.
+
+    Args:
+        problem: the observation in the operator's SVD basis, in the model's range (``y_m = 2y − A1``).
+        predict_x0_eps: the clean-image predictor above; x_t, x̂₀ and ε̂ are (B, C, H, W) in the model's range.
+        schedule: the predictor's noise schedule; its T training steps set the grid ``0, T // steps, 2 (T // steps), …``.
+        config: ``steps`` (1 ≤ steps ≤ T), ``eta`` (η_A = η_C) and ``eta_b`` (η_B), each η in [0, 1].
+        sigma_y: noise std of the observation in the model's range (2σ for σ on the [0, 1] scale), ≥ 0.
+        noise: the seeded source of the initial state's, the updates' and the predictor's noise.
+        graphs: captures each step as a CUDA graph where the loop allows it; else the loop runs eagerly.
+        timings: stage name to its durations in seconds (``Models.timings``), appended to.
+        callback: ``callback(step, total_steps, estimate)`` after each step; ``estimate()`` is x̂₀ in [0, 1].
+        draw_shapes: shapes of the extra Gaussian draws handed to the predictor at each step
+            (DDRM-LDM's latent noise); none for DDRM.
     """
     total = schedule.num_train_timesteps
     schedule.check_steps(config.steps)

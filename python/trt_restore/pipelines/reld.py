@@ -97,7 +97,17 @@ class RELD(Pipeline):
             return operator.prox_l2(y, decoded, mu)
 
     def v_update(self, v, t, decoded, mu: float, curvature: float, noise, level: int):
-        """``v − η [λ (v − Den(v; p)) + μ g]`` with ``g = J_Dᵀ(D(v) − t)`` (or ``v − E(t)``), ``decoded = D(v)``."""
+        """``v − η [λ (v − Den(v; p)) + μ g]`` with ``g = J_Dᵀ(D(v) − t)`` (or ``v − E(t)``), ``decoded = D(v)``.
+
+        Args:
+            v: the latent, (B, c, H/f, W/f) for the autoencoder's factor f and latent channels c.
+            t: the t-update's image, (B, C, H, W), about [0, 1].
+            decoded: ``D(v)``, (B, C, H, W), as the t-update computed it.
+            mu: the splitting weight μ = (max(σ, σ_min)/τ)² > 0; the regulariser's weight is λ = ``lam`` · μ.
+            curvature: L ≈ ‖J_Dᵀ J_D‖ at the warm start (1 with the encoder approximation); η = step / (λ + μL).
+            noise: the seeded source of Den's noise.
+            level: Den's diffusion step p, in [0, T) for the UNet's T training steps.
+        """
         cfg = self.config
         lam = cfg.lam * mu
         eta = cfg.step / (lam + mu * curvature)
