@@ -180,6 +180,8 @@ def test_bad_flags_are_refused_clearly(tmp_path):
         parse("--variants", "torch,onnx")
     with pytest.raises(SystemExit):
         parse("--methods", "nope")
+    with pytest.raises(SystemExit):  # a usage error, not a traceback
+        parse("--quality-variant", "nope")
     with pytest.raises(UserError, match="lists a variant twice"):
         config_from_args(parse("--variants", "torch,torch"))
     from trt_restore.bench.images import dataset_paths

@@ -64,16 +64,22 @@ def one_of(choices: Sequence[str]) -> Callable[[str], str]:
     return parse
 
 
-def comma_list(kind: Callable[[str], Value]) -> Callable[[str], list[Value]]:
-    """An argparse type for comma-separated values, each parsed by ``kind``; empty items are skipped."""
+def usage_errors(kind: Callable[[str], Value]) -> Callable[[str], Value]:
+    """``kind`` as an argparse type: its ValueError or UserError becomes a usage error, not a traceback."""
 
-    def parse(text: str) -> list[Value]:
+    def parse(text: str) -> Value:
         try:
-            return [kind(item) for item in text.split(",") if item]
+            return kind(text)
         except (ValueError, UserError) as error:
             raise argparse.ArgumentTypeError(str(error)) from None
 
     return parse
+
+
+def comma_list(kind: Callable[[str], Value]) -> Callable[[str], list[Value]]:
+    """An argparse type for comma-separated values, each parsed by ``kind``; empty items are skipped."""
+    each = usage_errors(kind)
+    return lambda text: [each(item) for item in text.split(",") if item]
 
 
 def add_bits_argument(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from ..bench.config import DEFAULT_VARIANTS, SECTIONS, TASK_SETTINGS, BenchConfi
 from ..bench.images import DATASETS
 from ..errors import UserError
 from ..methods import METHODS, NOISE_SOURCES
-from .arguments import comma_list, one_of, positive_int
+from .arguments import comma_list, one_of, positive_int, usage_errors
 from .parser import Subcommand
 
 
@@ -50,7 +50,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     quality.add_argument("--datasets", type=comma_list(str), default=["Set5"],
                          help=f"{', '.join(DATASETS)} or folders of images (default Set5)")
     quality.add_argument("--limit", type=positive_int, help="at most this many images per data set")
-    quality.add_argument("--quality-variant", type=Variant.parse, default=Variant("onnxruntime"),
+    quality.add_argument("--quality-variant", type=usage_errors(Variant.parse), default=Variant("onnxruntime"),
                          help="variant that restores the quality images (default onnxruntime)")
     quality.add_argument("--crop", type=int, default=0, help="border pixels left out of the metrics (default 0)")
     quality.add_argument("--lpips-weights", type=Path, metavar="PATH", help="state dict of lpips.LPIPS; enables LPIPS")
