@@ -136,9 +136,11 @@ def run_case(case: DemoCase, size: int, model_set: str | Path, quick: bool, seed
         start = time.perf_counter()
         _, models = load_models(method, model_set=model_set, backend="torch", image_size=(size, size), scale=sr_factor(case.task))
         config = QUICK_CONFIG[method] if quick else None
-        restored = restore(
-            y, method=method, task=case.task, sigma=case.sigma, seed=seed, config=config, task_params=case.params, models=models
-        )[0]
+        with models:
+            restored = restore(
+                y, method=method, task=case.task, sigma=case.sigma, seed=seed, config=config, task_params=case.params,
+                models=models,
+            )[0]
         seconds = time.perf_counter() - start
         score = psnr(restored, clean)
         results[method] = {"psnr": round(score, 3), "seconds": round(seconds, 2)}
