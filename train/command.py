@@ -18,7 +18,8 @@ From Python, :func:`train` takes the same choices as values:
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from trt_restore.errors import UserError
@@ -51,8 +52,8 @@ class TrainSettings:
     """Comma-separated image sources (see :func:`.data.training_files`)."""
     device: str = "auto"
     """auto (a GPU when there is one), cpu, cuda or cuda:N."""
-    threads: int | None = None
-    """CPU threads for torch, at least 1 (default: torch's choice); recorded in the model card."""
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """CPU threads for torch, at least 1 (default: every core); recorded in the model card."""
     seed: int = 0
     """Seed of every random draw."""
     ema_decay: float = 0.999
@@ -94,8 +95,7 @@ def _command(component: str, settings: TrainSettings, minutes: float | None, bat
     if settings.steps is not None:
         words += ["--steps", str(settings.steps)]
     words += ["--batch-size", str(batch), "--lr", f"{lr:g}", "--crop", str(crop), "--arch", settings.arch, "--data", settings.data]
-    if settings.threads is not None:
-        words += ["--threads", str(settings.threads)]
+    words += ["--threads", str(settings.threads)]
     return shlex.join(words)
 
 
@@ -152,12 +152,11 @@ def train(
     """
     if action not in ACTIONS:
         raise UserError(f"unknown component '{action}'; choose one of: {', '.join(ACTIONS)}")
-    if settings.threads is not None:
-        if settings.threads < 1:
-            raise UserError(f"--threads must be at least 1, got {settings.threads}")
-        import torch
+    if settings.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {settings.threads}")
+    import torch
 
-        torch.set_num_threads(settings.threads)
+    torch.set_num_threads(settings.threads)
     if action == "package":
         _package(settings.workdir, out)
     elif action == "all":

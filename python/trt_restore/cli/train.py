@@ -25,7 +25,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", choices=ARCHITECTURES, default=DEFAULT_SETTINGS.arch, help="network size: small (bundled) or tiny (smoke tests)")
     parser.add_argument("--data", default=DEFAULT_SETTINGS.data, help=f"comma-separated image sources: train (= bsds400 + csunhays80 + curban100 + train400), any one of those, skimage, sklearn (default: {DEFAULT_SETTINGS.data})")
     parser.add_argument("--device", default=DEFAULT_SETTINGS.device, help="auto (a GPU when there is one), cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_SETTINGS.threads, help="CPU threads for torch (default: every core)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SETTINGS.seed, help="seed of every random draw (default 0)")
     parser.add_argument("--ema-decay", type=float, default=DEFAULT_SETTINGS.ema_decay, help="decay of the weight average that is saved (default 0.999)")
     parser.add_argument("--log-every", type=int, default=DEFAULT_SETTINGS.log_every, help="steps per loss-log line (default 50)")
