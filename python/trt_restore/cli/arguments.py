@@ -7,6 +7,7 @@ import functools
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ..distributed import RAY_LOCAL
@@ -20,6 +21,18 @@ Value = TypeVar("Value")
 SETTING_PREFIX = "setting_"
 """Namespace prefix of the method-setting flags, so that they cannot collide with ``restore``'s own."""
 MODEL_SET_HELP = "networks to {purpose}: tiny, bundled (default: the models shipped with trt-restore) or a folder"
+
+
+def add_model_set_argument(parser: argparse.ArgumentParser | argparse._ActionsContainer, purpose: str) -> None:
+    """``--model-set``: the networks to ``purpose`` (run, build, export)."""
+    parser.add_argument("--model-set", metavar="NAME|FOLDER", help=MODEL_SET_HELP.format(purpose=purpose))
+
+
+def add_model_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--engine`` or ``--model-set``, one of them: what ``restore`` and ``serve`` run."""
+    models = parser.add_mutually_exclusive_group()
+    models.add_argument("--engine", type=Path, metavar="X.plan", help="a bundle made by `trt-restore build`")
+    add_model_set_argument(models, "run")
 
 
 def _argument_type(parse: Callable[[str], Value]) -> Callable[[str], Value]:

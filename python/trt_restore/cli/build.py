@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..jobs.timing import stage
 from ..methods import BUNDLE_BACKENDS, METHODS, BundleBackend
-from .arguments import MODEL_SET_HELP, model_set_name, positive_int
+from .arguments import add_model_set_argument, model_set_name, positive_int
 from .export import megabytes
 from .parser import Subcommand
 
@@ -20,7 +20,7 @@ BUILD_BACKEND_PRECISION: dict[BundleBackend, str] = {"tensorrt": "fp16", "onnxru
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     size = {"type": positive_int, "nargs": 2, "metavar": ("H", "W")}
     parser.add_argument("--method", choices=METHODS, required=True, help="the method to build")
-    parser.add_argument("--model-set", metavar="NAME|FOLDER", help=MODEL_SET_HELP.format(purpose="build"))
+    add_model_set_argument(parser, "build")
     parser.add_argument(
         "--backend",
         choices=BUNDLE_BACKENDS,

@@ -8,13 +8,13 @@ from pathlib import Path
 from ..errors import UserError
 from ..jobs.timing import stage
 from ..methods import METHODS
-from .arguments import MODEL_SET_HELP, model_set_name, positive_int
+from .arguments import add_model_set_argument, model_set_name, positive_int
 from .parser import Subcommand
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS, required=True, help="the method whose components to export")
-    parser.add_argument("--model-set", metavar="NAME|FOLDER", help=MODEL_SET_HELP.format(purpose="export"))
+    add_model_set_argument(parser, "export")
     parser.add_argument("--precision", default="fp32", help="fp32 (default) or fp16 (normalisations kept in fp32)")
     parser.add_argument(
         "--size",

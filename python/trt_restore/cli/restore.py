@@ -13,7 +13,7 @@ from ..jobs.report import SUMMARY_NAME
 from ..jobs.request import DEFAULT_TASK_KEY, RestoreRequest
 from ..methods import BACKENDS, DEFAULT_METHOD, METHODS, NOISE_SOURCES
 from .arguments import (
-    MODEL_SET_HELP,
+    add_model_source_arguments,
     add_bits_argument,
     add_max_pixels_argument,
     add_method_settings,
@@ -50,9 +50,7 @@ def add_restore_arguments(parser: CommandParser) -> None:
     parser.add_argument(
         "--sigma", type=noise_level, default=0.0, help="noise std of the input on the [0, 1] scale (default 0)"
     )
-    models = parser.add_mutually_exclusive_group()
-    models.add_argument("--engine", type=Path, metavar="X.plan", help="a bundle made by `trt-restore build`")
-    models.add_argument("--model-set", metavar="NAME|FOLDER", help=MODEL_SET_HELP.format(purpose="run"))
+    add_model_source_arguments(parser)
     parser.add_argument(
         "--backend",
         choices=BACKENDS,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
@@ -12,7 +11,7 @@ from ..jobs.engines import EngineSource
 from ..jobs.request import DEFAULT_TASK_KEY
 from ..methods import BACKENDS, DEFAULT_METHOD, METHODS
 from .arguments import (
-    MODEL_SET_HELP,
+    add_model_source_arguments,
     add_max_pixels_argument,
     add_method_settings,
     add_ray_argument,
@@ -27,9 +26,7 @@ if TYPE_CHECKING:
 
 
 def add_serve_arguments(parser: CommandParser) -> None:
-    models = parser.add_mutually_exclusive_group()
-    models.add_argument("--engine", type=Path, metavar="X.plan", help="a bundle made by `trt-restore build`")
-    models.add_argument("--model-set", metavar="NAME|FOLDER", help=MODEL_SET_HELP.format(purpose="run"))
+    add_model_source_arguments(parser)
     parser.add_argument(
         "--method",
         choices=METHODS,
