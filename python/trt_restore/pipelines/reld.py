@@ -76,6 +76,8 @@ class RELD(Pipeline):
             raise UserError(f"--iterations must be at least 1, got {cfg.iterations}")
         if cfg.v_grad not in V_GRADIENTS:
             raise UserError(f"--v-grad must be one of {', '.join(V_GRADIENTS)}, got '{cfg.v_grad}'")
+        if not (cfg.sigma_min > 0 and cfg.tau > 0):  # μ > 0 keeps the t-update's (AᵀA + μI) invertible at σ = 0
+            raise UserError(f"--sigma-min and --tau must be positive, got {cfg.sigma_min:g} and {cfg.tau:g}")
         timings = self.models.timings
         mu = (max(sigma, cfg.sigma_min) / cfg.tau) ** 2
         image_shape = (y.shape[0], *operator.x_shape[1:])
