@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from trt_restore.export.model_sets import ROLES, load_model_set
 from trt_restore.train.autoencoder import AutoencoderTask
 from trt_restore.train.data import SKIMAGE_SAMPLES, CropSampler, load_pool, training_files
 from trt_restore.train.diffusion import LatentDiffusionTask
+from trt_restore.train.package import card_sections
 from trt_restore.train.loop import CHECKPOINT, RunOptions, TrainingRun, read_checkpoint, trained_network
 
 
@@ -163,3 +165,25 @@ def test_every_trainer_runs_and_the_package_loads_as_float32(tmp_path, one_threa
     assert (workdir / "vae" / CHECKPOINT).is_file()
     assert (out / "training_curves.png").read_bytes().startswith(b"\x89PNG") and "training_curves.png" in cards
     assert load_model_set(out).schedulers["sr_unet"]["prediction_type"] == "v_prediction"
+
+
+def test_a_partly_trained_work_folder_keeps_the_other_networks(tmp_path, one_thread):
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--arch", "tiny", "--data", "skimage", "--steps", "1", "--batch-size", "2", "--crop", "32"]
+    for component in ("vae", "unet", "sr_unet", "pixel_unet", "inn_pixel", "inn_latent"):
+        assert main(["train", component, "--workdir", str(tmp_path / "work"), *common]) == 0, component
+    assert main(["train", "package", "--workdir", str(tmp_path / "work"), "--out", str(first)]) == 0
+    assert main(["train", "pixel_unet", "--workdir", str(tmp_path / "new"), *common, "--seed", "1"]) == 0
+    assert main(["train", "package", "--workdir", str(tmp_path / "new"), "--out", str(second), "--keep-from", str(first)]) == 0
+
+    weights = "diffusion_pytorch_model.safetensors"
+    for role in ROLES:
+        same = (first / role / weights).read_bytes() == (second / role / weights).read_bytes()
+        assert same == (role != "pixel_unet"), role
+    old_cards, new_cards = card_sections(first / "README.md"), card_sections(second / "README.md")
+    assert all(new_cards[role] == old_cards[role] for role in ROLES if role != "pixel_unet")
+    assert new_cards["pixel_unet"] != old_cards["pixel_unet"]
+
+    shutil.copytree(tmp_path / "work" / "unet", tmp_path / "new" / "unet")
+    # a unet trained on another autoencoder's latents cannot join the kept one
+    assert main(["train", "package", "--workdir", str(tmp_path / "new"), "--out", str(tmp_path / "x"), "--keep-from", str(first)]) == 2

@@ -131,15 +131,20 @@ def train_component(component: str, settings: TrainSettings, minutes: float | No
     return run
 
 
-def _package(workdir: Path, out: Path | None) -> None:
+def _package(workdir: Path, out: Path | None, keep_from: Path | None = None) -> None:
     from .package import package_models
 
-    written = package_models(workdir, out)
+    written = package_models(workdir, out, keep_from)
     print(f"wrote the model set to {written}", flush=True)
 
 
 def train(
-    action: str, settings: TrainSettings = TrainSettings(), *, minutes: float | None = None, out: Path | None = None
+    action: str,
+    settings: TrainSettings = TrainSettings(),
+    *,
+    minutes: float | None = None,
+    out: Path | None = None,
+    keep_from: Path | None = None,
 ) -> None:
     """Train one component, train ``all`` of them in order and package them, or ``package`` the trained set.
 
@@ -149,6 +154,8 @@ def train(
         minutes: time budget, total over resumed runs; ``all`` shares it among the components in
             proportion to their default times (None: each component's default).
         out: ``package`` and ``all``: the model-set folder to write (None: the package's ``models/``).
+        keep_from: ``package``: the packaged set whose networks fill the components the work
+            folder has not trained (None: the package's ``models/``).
     """
     if action not in ACTIONS:
         raise UserError(f"unknown component '{action}'; choose one of: {', '.join(ACTIONS)}")
@@ -158,7 +165,7 @@ def train(
 
     torch.set_num_threads(settings.threads)
     if action == "package":
-        _package(settings.workdir, out)
+        _package(settings.workdir, out, keep_from)
     elif action == "all":
         if any(value is not None for value in (settings.batch_size, settings.lr, settings.crop)):
             raise UserError("'train all' uses each component's own --batch-size, --lr and --crop; train components one by one to set them")

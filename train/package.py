@@ -4,6 +4,11 @@ The set is written by :meth:`ModelSet.save_pretrained` with float16 weights (the
 back as float32), then read back and measured on the held-out images
 (:mod:`.evaluation`), so the cards describe exactly the files that ship. The cards go
 to ``README.md`` in the same folder, one section per role.
+
+A work folder need not hold every component: the ones it lacks are kept, network, noise
+schedule and card, from a packaged set (by default the bundled one), so that a set can be
+improved one model at a time. The networks trained on the autoencoder's latents come with
+the autoencoder they were trained on: all new or all kept.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from pathlib import Path
 from diffusers.models.modeling_utils import ModelMixin
 
 from trt_restore.demo import DEMO_IMAGES
+from trt_restore.errors import UserError
 from trt_restore.export.components import autoencoder_meta
 from trt_restore.export.model_sets import ModelSet, default_models_folder
 from trt_restore.export.models import WEIGHT_FILES
@@ -57,18 +63,45 @@ NOTES = {
 }
 
 
-def package_models(workdir: Path, out: Path | None = None) -> Path:
-    """Write the trained networks of ``workdir`` as a model set in ``out`` (float16) with model cards."""
+LATENT_COMPONENTS = ("unet", "sr_unet", "inn_latent")  # trained on the autoencoder's latents
+UNET_ROLES = ("unet", "sr_unet", "pixel_unet")
+
+
+def package_models(workdir: Path, out: Path | None = None, keep_from: Path | None = None) -> Path:
+    """Write the trained networks of ``workdir`` as a model set in ``out`` (float16) with model cards.
+
+    Components with no checkpoint in ``workdir`` are kept from the packaged set ``keep_from``
+    (default: the bundled set), with their cards (module docstring).
+    """
     out = Path(out) if out is not None else default_models_folder()
-    checkpoints = {component: read_checkpoint(workdir, component) for component in COMPONENTS}
-    networks = {role: trained_network(workdir, component) for role, component in ROLE_SOURCES.items()}
-    schedulers = {role: checkpoints[role]["facts"]["schedule"] for role in ("unet", "sr_unet", "pixel_unet")}
-    halves = {role: copy.deepcopy(network).half() for role, network in networks.items()}
-    ModelSet(SET_NAME, halves, schedulers).save_pretrained(out)
+    checkpoints = {c: checkpoint for c in COMPONENTS if (checkpoint := read_checkpoint(workdir, c)) is not None}
+    if not checkpoints:
+        raise UserError(f"{workdir} holds no trained component; run `trt-restore train COMPONENT --workdir {workdir}` first")
+    if "vae" in checkpoints and not set(LATENT_COMPONENTS) <= set(checkpoints):
+        raise UserError(f"{workdir} has a new vae but not {', '.join(c for c in LATENT_COMPONENTS if c not in checkpoints)}; "
+                        "the networks trained on its latents must be trained again too")
+    if "vae" not in checkpoints and set(LATENT_COMPONENTS) & set(checkpoints):
+        raise UserError(f"{workdir} has networks trained on latents but no vae; package them with the vae they were trained on")
+    kept = ModelSet.from_folder(Path(keep_from) if keep_from is not None else default_models_folder())
+    kept_cards = card_sections((Path(keep_from) if keep_from is not None else default_models_folder()) / CARDS)
+    trained = [role for role, component in ROLE_SOURCES.items() if component in checkpoints]
+    networks = {role: copy.deepcopy(trained_network(workdir, ROLE_SOURCES[role])).half() if role in trained
+                else kept.network(role).half() for role in ROLE_SOURCES}
+    schedulers = {role: checkpoints[role]["facts"]["schedule"] if role in trained else kept.schedulers[role]
+                  for role in UNET_ROLES}
+    ModelSet(SET_NAME, networks, schedulers).save_pretrained(out)
     shipped = ModelSet.from_folder(out)
-    (out / CARDS).write_text(model_cards(shipped, checkpoints, out))
+    (out / CARDS).write_text(model_cards(shipped, checkpoints, out, {r: kept_cards[r] for r in ROLE_SOURCES if r not in trained}))
     plot_training_curves(checkpoints, out / CURVES)
     return out
+
+
+def card_sections(cards: Path) -> dict[str, str]:
+    """The ``## role`` sections of a model-card file, by role (empty when there is no file)."""
+    if not cards.is_file():
+        return {}
+    sections = cards.read_text().split("\n## ")[1:]
+    return {section.split("\n", 1)[0].strip(): "## " + section.rstrip() + "\n" for section in sections}
 
 
 def plot_training_curves(checkpoints: dict[str, dict], path: Path) -> None:
@@ -162,8 +195,10 @@ def _card(role: str, model_set: ModelSet, checkpoint: dict, folder: Path, images
     return f"## {role}\n\n| | |\n| --- | --- |\n{table}\n"
 
 
-def model_cards(model_set: ModelSet, checkpoints: dict[str, dict], folder: Path) -> str:
-    """The Markdown model cards of every role of ``model_set`` (written to ``README.md``)."""
+def model_cards(model_set: ModelSet, checkpoints: dict[str, dict], folder: Path, kept: dict[str, str] | None = None) -> str:
+    """The Markdown model cards of every role of ``model_set`` (written to ``README.md``); ``kept`` holds the
+    cards of roles kept from an earlier set, by role."""
+    kept = kept or {}
     images = held_out_images()
     total = sum(_megabytes(folder / role) for role in model_set.networks)
     header = (
@@ -178,8 +213,9 @@ def model_cards(model_set: ModelSet, checkpoints: dict[str, dict], folder: Path)
         f"- Quality is measured on {', '.join(DEMO_IMAGES)} from scikit-image, which training never sees "
         "(the demo uses them too).\n"
         "- Rebuild: `trt-restore train all --workdir DIR` (or one component at a time, then `trt-restore train package`).\n"
-        f"- Training curves (the logged loss of every run): `{CURVES}`.\n\n"
+        f"- Training curves (the logged loss of each network trained for this version of the set): `{CURVES}`.\n\n"
         f"![training curves]({CURVES})\n"
     )
-    sections = [_card(role, model_set, checkpoints[ROLE_SOURCES[role]], folder, images) for role in model_set.networks]
+    sections = [kept[role] if role in kept else _card(role, model_set, checkpoints[ROLE_SOURCES[role]], folder, images)
+                for role in model_set.networks]
     return "\n".join([header, *sections])

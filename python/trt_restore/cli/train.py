@@ -17,6 +17,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("component", choices=ACTIONS, help="network to train, 'all' of them, or 'package' the trained set")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_SETTINGS.workdir, help="checkpoints and loss logs (default: ./trt-train)")
     parser.add_argument("--out", type=Path, help="package/all: model-set folder to write (default: the package's models/)")
+    parser.add_argument("--keep-from", type=Path, metavar="FOLDER", help="package: the model set whose networks (and cards) fill the components the work folder has not trained (default: the package's models/)")
     parser.add_argument("--minutes", type=float, help="training-time budget, total over resumed runs (default: per component)")
     parser.add_argument("--steps", type=int, help="step budget, total over resumed runs (default: none)")
     parser.add_argument("--batch-size", type=int, help="crops per step (default: per component)")
@@ -34,7 +35,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``trt-restore train``; each field of :class:`TrainSettings` is the flag of that name."""
     settings = TrainSettings(**{field.name: getattr(args, field.name) for field in dataclasses.fields(TrainSettings)})
-    train(args.component, settings, minutes=args.minutes, out=args.out)
+    train(args.component, settings, minutes=args.minutes, out=args.out, keep_from=args.keep_from)
     return 0
 
 
