@@ -265,6 +265,8 @@ def test_observe_is_deterministic_with_the_right_std():
         (lambda: make_operator("sr2", size=(8, 8)).A_adjoint(torch.zeros(1, 3, 8, 8)), "shape (B, 3, 4, 4)"),
         (lambda: make_operator("sr2", size=(8, 8)).V_adjoint(torch.zeros(1, 10)), "(B, 192)"),
         (lambda: make_operator("sr2-gauss", size=(8, 8)).V(torch.zeros(1, 192)), "has no SVD"),
+        (lambda: make_operator("sr2-gauss", size=(8, 8)).svd_error(), "has no SVD"),
+        (lambda: make_operator("sr2-gauss", size=(8, 8)).orthogonality_error(), "has no SVD"),
         (lambda: make_operator("denoise", size=(8, 8)).prox_l2(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), 0.0), "mu > 0"),
         (lambda: make_operator("denoise", size=(8, 8)).prox_l2(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8), torch.ones(3)), "one value per batch item"),
         (lambda: Degradation(make_operator("denoise", size=(8, 8)), -0.1), "noise sigma must be"),

@@ -219,6 +219,12 @@ class Operator:
     def singular_values(self, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> Tensor:
         raise self._no_svd()
 
+    def svd_error(self, x: Tensor | None = None, seed: int = 0) -> float:
+        raise self._no_svd()
+
+    def orthogonality_error(self, x: Tensor | None = None, y: Tensor | None = None, seed: int = 0) -> float:
+        raise self._no_svd()
+
 
 class SVDOperator(Operator):
     """An operator with a real SVD ``A = U Σ Vᵀ``, on flattened vectors as in DDRM's ``H_functions``.
