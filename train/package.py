@@ -21,7 +21,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from trt_restore.demo import DEMO_IMAGES
 from trt_restore.errors import UserError
 from trt_restore.export.components import autoencoder_meta
-from trt_restore.export.model_sets import ModelSet, default_models_folder
+from trt_restore.export.model_sets import UNET_ROLES, ModelSet, default_models_folder
 from trt_restore.export.models import WEIGHT_FILES
 
 from .evaluation import EVAL_SIZE, EVAL_STEPS, autoencoder_quality, denoising_quality, held_out_images, inn_quality
@@ -64,7 +64,6 @@ NOTES = {
 
 
 LATENT_COMPONENTS = ("unet", "sr_unet", "inn_latent")  # trained on the autoencoder's latents
-UNET_ROLES = ("unet", "sr_unet", "pixel_unet")
 
 
 def package_models(workdir: Path, out: Path | None = None, keep_from: Path | None = None) -> Path:
@@ -82,8 +81,8 @@ def package_models(workdir: Path, out: Path | None = None, keep_from: Path | Non
                         "the networks trained on its latents must be trained again too")
     if "vae" not in checkpoints and set(LATENT_COMPONENTS) & set(checkpoints):
         raise UserError(f"{workdir} has networks trained on latents but no vae; package them with the vae they were trained on")
-    kept = ModelSet.from_folder(Path(keep_from) if keep_from is not None else default_models_folder())
-    kept_cards = card_sections((Path(keep_from) if keep_from is not None else default_models_folder()) / CARDS)
+    keep_from = Path(keep_from) if keep_from is not None else default_models_folder()
+    kept, kept_cards = ModelSet.from_folder(keep_from), card_sections(keep_from / CARDS)
     trained = [role for role, component in ROLE_SOURCES.items() if component in checkpoints]
     networks = {role: copy.deepcopy(trained_network(workdir, ROLE_SOURCES[role])).half() if role in trained
                 else kept.network(role).half() for role in ROLE_SOURCES}
