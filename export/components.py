@@ -14,16 +14,20 @@ image size symbols ``H``, ``W`` (``H/f`` for a latent of a VAE with downsampling
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DModel, VQModel
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel, UNet2DModel, VQModel
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from trt_restore.errors import UserError
 from trt_restore.inn_condition import TASK_FAMILIES
+from trt_restore.pipelines.schedule import NoiseSchedule
 from trt_restore.specs import ComponentSpec, TensorSpec
 
 from .inn import WaveletINN
+from .prompt import PromptEmbedding
 
 
 def _dim(symbol: str, divisor: int) -> str:
@@ -61,7 +65,7 @@ def autoencoder_meta(vae: ModelMixin) -> dict:
     }
 
 
-def unet_multiple(unet: UNet2DModel) -> int:
+def unet_multiple(unet: UNet2DModel | UNet2DConditionModel) -> int:
     """Factor a UNet's input size must be divisible by: 2 per downsampling block."""
     return 2 ** (len(unet.config.down_block_types) - 1)
 
@@ -190,60 +194,140 @@ class DecoderVJP(Component):
         return grad
 
 
-class Denoiser(Component):
-    """``(x_t, t) → model output`` (ε, v or x₀ as ``meta["prediction_type"]`` says) of a
-    ``UNet2DModel``: component ``unet`` on latents of a VAE with downsampling factor
-    ``downsample``, or ``pixel_unet`` on images in the DDPM space [-1, 1] (``downsample = 1``)."""
+@dataclass(frozen=True)
+class LowResNoise:
+    """The x4 upscaler's noise augmentation of its low-resolution input (``StableDiffusionUpscalePipeline``):
+    ``y_l = √ᾱ_l (2y − 1) + √(1 − ᾱ_l) n``, ``n ~ N(0, I)`` drawn once per image, with ᾱ of the folder's
+    ``low_res_scheduler`` at the noise level ``l``, which the UNet also gets as its class label."""
+
+    scheduler: dict
+    noise_level: int = 20  # the pipeline's default
+    max_noise_level: int = 350
+
+    def __post_init__(self):
+        if not 0 <= self.noise_level <= self.max_noise_level:
+            raise UserError(f"noise level {self.noise_level} is outside the upscaler's range 0..{self.max_noise_level}")
+
+    @property
+    def alpha(self) -> float:
+        """ᾱ_l."""
+        return NoiseSchedule.from_config(self.scheduler).alpha(self.noise_level)
+
+    def to_json(self) -> dict:
+        return {"scheduler": self.scheduler, "noise_level": self.noise_level, "max_noise_level": self.max_noise_level}
+
+
+class _UNetComponent(Component):
+    """A diffusion UNet, with the stored text embedding ``c∅`` of a ``UNet2DConditionModel``
+    (:mod:`.prompt`) passed as its ``encoder_hidden_states`` on every call."""
 
     fp32_inputs = ("timestep",)
 
-    def __init__(self, unet: UNet2DModel, scheduler: dict, *, component: str = "unet", downsample: int = 1):
+    def __init__(self, unet: UNet2DModel | UNet2DConditionModel, prompt: PromptEmbedding | None):
         super().__init__()
+        conditional = isinstance(unet, UNet2DConditionModel)
+        if conditional != (prompt is not None):
+            raise ValueError("a UNet2DConditionModel needs a prompt embedding, and only it takes one")
+        self.unet = unet
+        self.register_buffer("prompt", None if prompt is None else prompt.embedding.clone(), persistent=False)
+        self.prompt_meta = {} if prompt is None else {"prompt": prompt.provenance}
+
+    def conditioning(self, batch: int) -> dict[str, torch.Tensor]:
+        """The UNet's ``encoder_hidden_states`` (``c∅`` for each of ``batch`` samples), if it takes any."""
+        return {} if self.prompt is None else {"encoder_hidden_states": self.prompt.expand(batch, -1, -1)}
+
+
+class Denoiser(_UNetComponent):
+    """``(x_t, t) → model output`` (ε, v or x₀ as ``meta["prediction_type"]`` says) of a
+    ``UNet2DModel`` or, run on the stored ``c∅``, a Stable Diffusion ``UNet2DConditionModel``:
+    component ``unet`` on latents of a VAE with downsampling factor ``downsample``, or
+    ``pixel_unet`` on images in the DDPM space [-1, 1] (``downsample = 1``)."""
+
+    def __init__(
+        self,
+        unet: UNet2DModel | UNet2DConditionModel,
+        scheduler: dict,
+        *,
+        component: str = "unet",
+        downsample: int = 1,
+        prompt: PromptEmbedding | None = None,
+    ):
+        super().__init__(unet, prompt)
         if component not in ("unet", "pixel_unet"):
             raise ValueError(f"a Denoiser is the unet or the pixel_unet component, not {component}")
-        self.unet = unet
         sample = "latent" if component == "unet" else "sample"
         self.spec = ComponentSpec(
             component,
             inputs=(TensorSpec(sample, _planes(unet.config.in_channels, downsample)), TensorSpec("timestep", ("B",))),
             outputs=(TensorSpec("model_output", _planes(unet.config.out_channels, downsample)),),
             multiple=downsample * unet_multiple(unet),
-            meta={"scheduler": scheduler, "prediction_type": scheduler["prediction_type"], "downsample": downsample},
+            meta={
+                "scheduler": scheduler,
+                "prediction_type": scheduler["prediction_type"],
+                "downsample": downsample,
+                **self.prompt_meta,
+            },
         )
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        return self.unet(sample, timestep).sample
+        return self.unet(sample, timestep, **self.conditioning(sample.shape[0])).sample
 
 
-class SRDenoiser(Component):
-    """``(z_t, y, t) → model output`` of an LDM-SR UNet on ``concat(z_t, 2y − 1)``.
+class SRDenoiser(_UNetComponent):
+    """``(z_t, y, t) → model output`` of an SR UNet on ``concat(z_t, 2y − 1)``.
 
     ``y`` is the low-resolution image in [0, 1] at the latent's size, so for an output
-    image ``H × W`` both are ``H/f × W/f`` (LDM-SR x4 with its f4 VQ autoencoder).
+    image ``H × W`` both are ``H/f × W/f`` (LDM-SR x4 with its f4 VQ autoencoder, and the
+    Stable Diffusion x4 upscaler with its f4 KL one). The upscaler's UNet also takes the
+    noise ``n`` of its :class:`LowResNoise` as a fourth input, ``(z_t, y, t, n)``, sees
+    ``concat(z_t, y_l)`` with the class label ``l`` and runs on the stored ``c∅``.
     """
 
-    fp32_inputs = ("timestep",)
     unit_range_inputs = ("lr_image",)
 
-    def __init__(self, unet: UNet2DModel, scheduler: dict, *, downsample: int):
-        super().__init__()
-        self.unet = unet
+    def __init__(
+        self,
+        unet: UNet2DModel | UNet2DConditionModel,
+        scheduler: dict,
+        *,
+        downsample: int,
+        prompt: PromptEmbedding | None = None,
+        low_res_noise: LowResNoise | None = None,
+    ):
+        super().__init__(unet, prompt)
         latent = unet.config.out_channels
         image = unet.config.in_channels - latent
+        self.low_res_noise = low_res_noise
+        lr_planes = _planes(image, downsample)
+        noise_input = (TensorSpec("lr_noise", lr_planes),) if low_res_noise else ()
         self.spec = ComponentSpec(
             "sr_unet",
             inputs=(
                 TensorSpec("latent", _planes(latent, downsample)),
-                TensorSpec("lr_image", _planes(image, downsample)),
+                TensorSpec("lr_image", lr_planes),
                 TensorSpec("timestep", ("B",)),
+                *noise_input,
             ),
             outputs=(TensorSpec("model_output", _planes(latent, downsample)),),
             multiple=downsample * unet_multiple(unet),
-            meta={"scheduler": scheduler, "prediction_type": scheduler["prediction_type"], "downsample": downsample},
+            meta={
+                "scheduler": scheduler,
+                "prediction_type": scheduler["prediction_type"],
+                "downsample": downsample,
+                **self.prompt_meta,
+                **({"low_res_noise": low_res_noise.to_json()} if low_res_noise else {}),
+            },
         )
 
-    def forward(self, latent: torch.Tensor, lr_image: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        return self.unet(torch.cat((latent, 2 * lr_image - 1), dim=1), timestep).sample
+    def forward(
+        self, latent: torch.Tensor, lr_image: torch.Tensor, timestep: torch.Tensor, lr_noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        lr, kwargs = 2 * lr_image - 1, self.conditioning(latent.shape[0])
+        if self.low_res_noise is not None:
+            a = self.low_res_noise.alpha
+            lr = a**0.5 * lr + (1 - a) ** 0.5 * lr_noise
+            kwargs["class_labels"] = torch.full_like(timestep, self.low_res_noise.noise_level).long()
+        return self.unet(torch.cat((latent, lr), dim=1), timestep, **kwargs).sample
 
 
 class _INNComponent(Component):

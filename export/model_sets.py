@@ -6,18 +6,22 @@ A model set holds networks under fixed roles:
 role                    network
 ======================  ==========================================================
 ``vae``                 autoencoder of the latent UNet (``reld``, ``indigo-*``)
-``unet``                latent denoiser (``UNet2DModel``)
+``unet``                latent denoiser (``UNet2DModel``, or SD's ``UNet2DConditionModel``)
 ``sr_vae``              autoencoder of the SR UNet (``ldm-sr``, ``ddrm-ldm``)
-``sr_unet``             LDM-SR UNet on ``concat(latent, LR image)``
+``sr_unet``             SR UNet on ``concat(latent, LR image)`` (LDM-SR, SD x4 upscaler)
 ``pixel_unet``          pixel-space DDPM UNet (``ddrm``)
 ``inn_pixel``           wavelet INN on images (``indigo-pixel``)
 ``inn_latent``          wavelet INN on ``vae`` latents (``indigo-latent``)
 ======================  ==========================================================
 
-and a noise schedule per UNet role. :func:`load_model_set` takes a registered name
-(``"tiny"``, ``"bundled"``) or a folder: one written by :meth:`ModelSet.save_pretrained`
-(``model_set.json`` plus one diffusers model folder per role, UNet folders with their
-``scheduler_config.json``), or a public diffusers pipeline folder (LDM-SR, LDM, DDPM).
+and a noise schedule per UNet role; a Stable Diffusion UNet also has its stored
+empty-prompt embedding (:mod:`.prompt`), and the x4 upscaler's SR UNet the noise
+augmentation of its low-resolution input (:class:`.components.LowResNoise`).
+:func:`load_model_set` takes a registered name (``"tiny"``, ``"bundled"``) or a folder:
+one written by :meth:`ModelSet.save_pretrained` (``model_set.json`` plus one diffusers
+model folder per role, UNet folders with their ``scheduler_config.json``, and
+``prompt_embedding.safetensors`` and ``low_res_noise.json`` where they apply), or a
+public diffusers pipeline folder (:data:`PUBLIC_PIPELINES`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
+from diffusers import UNet2DConditionModel
 from torch import nn
 
 from trt_restore.errors import UserError
@@ -42,6 +47,7 @@ from .components import (
     Encoder,
     INNForward,
     INNInverse,
+    LowResNoise,
     SRDenoiser,
     autoencoder_meta,
 )
@@ -52,16 +58,28 @@ from .models import (
     load_ldm_sr,
     load_network,
     load_scheduler_config,
+    load_sd_upscaler,
+    load_stable_diffusion,
     load_unet,
     read_json,
     resolve_source,
 )
+from .prompt import PROMPT_FILE, PromptEmbedding
 from .tiny import tiny_autoencoder_kl, tiny_inn, tiny_pixel_unet, tiny_sr_unet, tiny_unet, tiny_vq
 
 ROLES = ("vae", "unet", "sr_vae", "sr_unet", "pixel_unet", "inn_pixel", "inn_latent")
 UNET_ROLES = ("unet", "sr_unet", "pixel_unet")
 SR_METHODS = ("ldm-sr", "ddrm-ldm")
 MANIFEST = "model_set.json"
+LOW_RES_NOISE_FILE = "low_res_noise.json"
+PUBLIC_PIPELINES = (
+    "StableDiffusionPipeline",
+    "StableDiffusionUpscalePipeline",
+    "LDMSuperResolutionPipeline",
+    "LDMPipeline",
+    "DDPMPipeline",
+    "DDIMPipeline",
+)
 
 # Noise schedules of the public models the tiny and bundled sets stand in for, sampled
 # without clipping x̂₀ (latents are not confined to [−1, 1]; DDRM keeps the reference's
@@ -73,11 +91,14 @@ DDPM_SCHEDULE = scheduler_config({"beta_schedule": "linear", "beta_start": 0.000
 
 @dataclass
 class ModelSet:
-    """Named networks (by role) and a noise schedule per UNet role."""
+    """Named networks (by role), a noise schedule per UNet role, the stored prompt embedding of
+    each text-conditioned UNet role and the SR UNet's low-resolution noise augmentation, if any."""
 
     name: str
     networks: dict[str, nn.Module]
     schedulers: dict[str, dict] = field(default_factory=dict)
+    prompts: dict[str, PromptEmbedding] = field(default_factory=dict)
+    low_res_noise: LowResNoise | None = None
 
     def __post_init__(self):
         unknown = set(self.networks) - set(ROLES)
@@ -86,6 +107,12 @@ class ModelSet:
         for role in UNET_ROLES:
             if role in self.networks and role not in self.schedulers:
                 raise UserError(f"model set '{self.name}': the {role} network has no noise schedule")
+            if role in self.networks and (role in self.prompts) != isinstance(self.networks[role], UNet2DConditionModel):
+                raise UserError(
+                    f"model set '{self.name}': the {role} network needs a prompt embedding exactly when it is text-conditioned"
+                )
+        if self.low_res_noise is not None and "sr_unet" not in self.networks:
+            raise UserError(f"model set '{self.name}': low-resolution noise augmentation without an sr_unet network")
 
     def network(self, role: str) -> nn.Module:
         """The network in ``role``, or a UserError saying what the set holds."""
@@ -105,6 +132,10 @@ class ModelSet:
                 roles[role] = autoencoder_meta(net)
             elif role in UNET_ROLES:
                 roles[role] = {"class": type(net).__name__, "scheduler": self.schedulers[role]}
+                if role in self.prompts:
+                    roles[role]["prompt"] = self.prompts[role].provenance
+                if role == "sr_unet" and self.low_res_noise is not None:
+                    roles[role]["low_res_noise"] = self.low_res_noise.to_json()
             else:
                 roles[role] = {
                     "class": type(net).__name__,
@@ -135,10 +166,14 @@ class ModelSet:
         if component == "decoder_vjp":
             return DecoderVJP(self.network(vae_role))
         if component == "unet":
-            return Denoiser(self.network("unet"), self.schedulers["unet"], downsample=self._downsample("vae"))
+            return Denoiser(
+                self.network("unet"), self.schedulers["unet"], downsample=self._downsample("vae"),
+                prompt=self.prompts.get("unet"),
+            )
         if component == "sr_unet":
             return SRDenoiser(
-                self.network("sr_unet"), self.schedulers["sr_unet"], downsample=self._downsample("sr_vae")
+                self.network("sr_unet"), self.schedulers["sr_unet"], downsample=self._downsample("sr_vae"),
+                prompt=self.prompts.get("sr_unet"), low_res_noise=self.low_res_noise,
             )
         if component == "pixel_unet":
             return Denoiser(self.network("pixel_unet"), self.schedulers["pixel_unet"], component="pixel_unet")
@@ -148,13 +183,18 @@ class ModelSet:
         return inn_class(self.network("inn_pixel"), "pixel")
 
     def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``model_set.json`` and one diffusers folder per role (UNets with ``scheduler_config.json``)."""
+        """Write ``model_set.json`` and one diffusers folder per role (UNets with ``scheduler_config.json``,
+        and their prompt embedding and low-resolution noise augmentation where they have them)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for role, net in self.networks.items():
             net.save_pretrained(folder / role)
             if role in self.schedulers:
                 (folder / role / SCHEDULER_FILE).write_text(json.dumps(self.schedulers[role], indent=2))
+            if role in self.prompts:
+                self.prompts[role].save(folder / role / PROMPT_FILE)
+        if self.low_res_noise is not None:
+            (folder / "sr_unet" / LOW_RES_NOISE_FILE).write_text(json.dumps(self.low_res_noise.to_json(), indent=2))
         (folder / MANIFEST).write_text(json.dumps({"name": self.name, "roles": list(self.networks)}, indent=2))
         return folder
 
@@ -163,12 +203,23 @@ class ModelSet:
         """Read a folder written by :meth:`save_pretrained`."""
         folder = Path(folder)
         manifest = read_json(folder / MANIFEST)
-        networks, schedulers = {}, {}
+        networks, schedulers, prompts = {}, {}, {}
         for role in manifest.get("roles", []):
             networks[role] = load_network(folder / role)
             if role in UNET_ROLES:
                 schedulers[role] = load_scheduler_config(folder / role / SCHEDULER_FILE)
-        return cls(manifest.get("name", folder.name), networks, schedulers)
+            if (folder / role / PROMPT_FILE).is_file():
+                prompts[role] = PromptEmbedding.load(folder / role / PROMPT_FILE)
+        noise_file = folder / "sr_unet" / LOW_RES_NOISE_FILE
+        low_res_noise = None
+        if noise_file.is_file():
+            stored = read_json(noise_file)
+            low_res_noise = LowResNoise(
+                scheduler_config(stored.get("scheduler", {}), noise_file),
+                stored.get("noise_level", LowResNoise.noise_level),
+                stored.get("max_noise_level", LowResNoise.max_noise_level),
+            )
+        return cls(manifest.get("name", folder.name), networks, schedulers, prompts, low_res_noise)
 
 
 def tiny_model_set() -> ModelSet:
@@ -205,8 +256,17 @@ def bundled_model_set() -> ModelSet:
 
 
 def _public_pipeline_set(folder: Path) -> ModelSet:
-    """A public diffusers pipeline folder: LDM-SR, LDM (latent UNet on a VQ autoencoder) or DDPM."""
+    """A public diffusers pipeline folder (:data:`PUBLIC_PIPELINES`): Stable Diffusion, its x4 upscaler,
+    LDM-SR, LDM (latent UNet on a VQ autoencoder) or DDPM."""
     pipeline = read_json(folder / "model_index.json").get("_class_name")
+    if pipeline == "StableDiffusionPipeline":
+        vae, unet, scheduler, prompt = load_stable_diffusion(folder)
+        return ModelSet(folder.name, {"vae": vae, "unet": unet}, {"unet": scheduler}, {"unet": prompt})
+    if pipeline == "StableDiffusionUpscalePipeline":
+        vae, unet, scheduler, prompt, low_res_noise = load_sd_upscaler(folder)
+        return ModelSet(
+            folder.name, {"sr_vae": vae, "sr_unet": unet}, {"sr_unet": scheduler}, {"sr_unet": prompt}, low_res_noise
+        )
     if pipeline == "LDMSuperResolutionPipeline":
         vqvae, unet, scheduler = load_ldm_sr(folder)
         return ModelSet(folder.name, {"sr_vae": vqvae, "sr_unet": unet}, {"sr_unet": scheduler})
@@ -218,8 +278,7 @@ def _public_pipeline_set(folder: Path) -> ModelSet:
         unet, scheduler = load_ddpm_unet(folder)
         return ModelSet(folder.name, {"pixel_unet": unet}, {"pixel_unet": scheduler})
     raise UserError(
-        f"{folder / 'model_index.json'} describes a '{pipeline}'; supported pipelines: "
-        "LDMSuperResolutionPipeline, LDMPipeline, DDPMPipeline, DDIMPipeline"
+        f"{folder / 'model_index.json'} describes a '{pipeline}'; supported pipelines: {', '.join(PUBLIC_PIPELINES)}"
     )
 
 
@@ -244,5 +303,5 @@ def load_model_set(name: str | Path) -> ModelSet:
         return _public_pipeline_set(folder)
     raise UserError(
         f"{folder} is not a model set: expected {MANIFEST} (a saved model set) "
-        "or model_index.json (a diffusers pipeline)"
+        f"or model_index.json (a diffusers pipeline: {', '.join(PUBLIC_PIPELINES)})"
     )

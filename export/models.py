@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DModel, VQModel
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel, UNet2DModel, VQModel
 from diffusers.models.modeling_utils import ModelMixin
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -22,14 +22,16 @@ from safetensors.torch import load_file
 from trt_restore.errors import UserError
 from trt_restore.pipelines.schedule import scheduler_config
 
+from .components import LowResNoise
 from .inn import WaveletINN
+from .prompt import PromptEmbedding, empty_prompt_embedding
 
 AUTOENCODER_CLASSES: dict[str, type[ModelMixin]] = {
     "AutoencoderKL": AutoencoderKL,
     "VQModel": VQModel,
     "AutoencoderTiny": AutoencoderTiny,
 }
-UNET_CLASSES: dict[str, type[ModelMixin]] = {"UNet2DModel": UNet2DModel}
+UNET_CLASSES: dict[str, type[ModelMixin]] = {"UNet2DModel": UNet2DModel, "UNet2DConditionModel": UNet2DConditionModel}
 INN_CLASSES: dict[str, type[ModelMixin]] = {"WaveletINN": WaveletINN}
 NETWORK_CLASSES = {**AUTOENCODER_CLASSES, **UNET_CLASSES, **INN_CLASSES}
 
@@ -138,8 +140,8 @@ def load_autoencoder(source: str | Path, subfolder: str | None = None) -> ModelM
     return load_network(resolve_source(source, subfolder), AUTOENCODER_CLASSES)
 
 
-def load_unet(source: str | Path, subfolder: str | None = None) -> UNet2DModel:
-    """A ``UNet2DModel`` folder."""
+def load_unet(source: str | Path, subfolder: str | None = None) -> UNet2DModel | UNet2DConditionModel:
+    """A ``UNet2DModel`` or ``UNet2DConditionModel`` folder."""
     return load_network(resolve_source(source, subfolder), UNET_CLASSES)
 
 
@@ -188,3 +190,60 @@ def load_ddpm_unet(source: str | Path) -> tuple[UNet2DModel, dict]:
     root = resolve_source(source)
     unet_folder = _first_existing(root, (f"unet/{CONFIG_FILE}", CONFIG_FILE)).parent
     return load_network(unet_folder, UNET_CLASSES), load_scheduler_config(_scheduler_file(root))
+
+
+def _stable_diffusion_parts(
+    root: Path, with_image: bool
+) -> tuple[AutoencoderKL, UNet2DConditionModel, dict, PromptEmbedding]:
+    """``vae/``, ``unet/``, the scheduler and the empty-prompt embedding of a Stable Diffusion folder,
+    checked to fit together: the UNet takes the VAE's latent channels (plus, ``with_image``, the
+    image's), returns the latent channels, and attends to embeddings of the text encoder's width."""
+    vae = load_network(root / "vae", {"AutoencoderKL": AutoencoderKL})
+    unet = load_network(root / "unet", {"UNet2DConditionModel": UNet2DConditionModel})
+    latent, config = vae.config.latent_channels, root / "unet" / CONFIG_FILE
+    latent_inputs = vae.config.in_channels if with_image else 0
+    if (unet.config.in_channels, unet.config.out_channels) != (latent + latent_inputs, latent):
+        raise UserError(
+            f"{config}: the UNet maps {unet.config.in_channels} channels to {unet.config.out_channels}, but the VAE's "
+            f"{latent} latent channels{f' plus a {latent_inputs}-channel image' if latent_inputs else ''} need "
+            f"{latent + latent_inputs} to {latent}"
+        )
+    prompt = empty_prompt_embedding(root, read_json(root / "model_index.json"))
+    if prompt.embedding.shape[-1] != unet.config.cross_attention_dim:
+        raise UserError(
+            f"{config}: cross_attention_dim is {unet.config.cross_attention_dim}, but the text encoder gives "
+            f"{prompt.embedding.shape[-1]}-wide embeddings; the folder mixes models"
+        )
+    return vae, unet, load_scheduler_config(_scheduler_file(root)), prompt
+
+
+def load_stable_diffusion(source: str | Path) -> tuple[AutoencoderKL, UNet2DConditionModel, dict, PromptEmbedding]:
+    """A ``StableDiffusionPipeline`` folder (SD 1.x, 2.x): ``(vae, unet, scheduler, c∅)``.
+
+    ``vae/`` is the f8 KL autoencoder (``scaling_factor`` from its config), ``unet/`` the
+    ``UNet2DConditionModel`` (ε or, for 2.x 768, v prediction, as the scheduler says), and
+    ``c∅`` the empty-prompt embedding of ``text_encoder/`` and ``tokenizer/`` (:mod:`.prompt`).
+    """
+    return _stable_diffusion_parts(resolve_source(source), with_image=False)
+
+
+def load_sd_upscaler(
+    source: str | Path,
+) -> tuple[AutoencoderKL, UNet2DConditionModel, dict, PromptEmbedding, LowResNoise]:
+    """A ``StableDiffusionUpscalePipeline`` folder (the x4 upscaler): ``(vae, unet, scheduler, c∅, low_res_noise)``.
+
+    As :func:`load_stable_diffusion`, with the f4 VAE, a UNet on ``concat(latent, LR image)``
+    (4 + 3 channels) whose class label is the noise level of the LR image, and the
+    ``low_res_scheduler`` that noises it (:class:`~.components.LowResNoise`).
+    """
+    root = resolve_source(source)
+    vae, unet, scheduler, prompt = _stable_diffusion_parts(root, with_image=True)
+    max_noise_level = int(read_json(root / "model_index.json").get("max_noise_level", 350))
+    low_res = load_scheduler_config(root / "low_res_scheduler" / SCHEDULER_FILE)
+    if unet.config.num_class_embeds is None or unet.config.num_class_embeds <= max_noise_level:
+        raise UserError(
+            f"{root / 'unet' / CONFIG_FILE}: an upscaler UNet embeds noise levels up to max_noise_level "
+            f"{max_noise_level} as class labels, but num_class_embeds is {unet.config.num_class_embeds}"
+        )
+    return vae, unet, scheduler, prompt, LowResNoise(low_res, max_noise_level=max_noise_level)
+

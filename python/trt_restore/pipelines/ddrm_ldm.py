@@ -19,7 +19,7 @@ from __future__ import annotations
 from ..runtime.graphs import LoopGraphs
 from .base import Pipeline
 from .ddrm import DDRMConfig, SpectralProblem, ddrm_sample
-from .ldm_sr import low_resolution_condition, sr_scale
+from .ldm_sr import low_resolution_condition, low_resolution_inputs, sr_scale
 
 
 class DDRMLDM(Pipeline):
@@ -35,7 +35,7 @@ class DDRMLDM(Pipeline):
         return "DDRM-LDM does super-resolution with an SVD operator (srN, srN-bicubic)"
 
     def run(self, y, operator, sigma, noise, callback):
-        lr = low_resolution_condition(self.models, operator, y)
+        lr = low_resolution_inputs(self.models, low_resolution_condition(self.models, operator, y), noise)
         schedule = self.models.schedule("sr_unet")
         problem = SpectralProblem.from_observation(operator, y)
 
@@ -43,7 +43,7 @@ class DDRMLDM(Pipeline):
             estimate = ((x_t / sa + 1) / 2).clamp(0, 1)
             z_e = self.models.call("encoder", image=estimate)
             z_t = sa * z_e + sb * latent_noise  # NoiseSchedule.add_noise with the step's √ᾱ_t, √(1 − ᾱ_t)
-            out = self.models.call("sr_unet", latent=z_t, lr_image=lr, timestep=t.expand(x_t.shape[0]))
+            out = self.models.call("sr_unet", latent=z_t, timestep=t.expand(x_t.shape[0]), **lr)
             z0, _ = schedule.split_with(out, z_t, sa, sb)
             x0 = 2 * self.models.call("decoder", latent=z0) - 1
             return x0, (x_t - sa * x0) / sb  # NoiseSchedule.epsilon_from_x0

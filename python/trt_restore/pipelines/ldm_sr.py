@@ -6,6 +6,12 @@ low-resolution image by channel concatenation, ``ε_θ(concat(z_t, 2y − 1), t)
 runs from ``z_T ~ N(0, I)`` on the scheduler's grid, and the VQ/KL decoder maps ``z_0``
 to the image. This is diffusers' ``LDMSuperResolutionPipeline``.
 
+The Stable Diffusion x4 upscaler (``StableDiffusionUpscalePipeline``) is the same loop with
+a noise-augmented condition: ``y_l = √ᾱ_l (2y − 1) + √(1 − ᾱ_l) n`` (``n`` drawn once,
+before ``z_T``; ᾱ_l of its ``low_res_scheduler`` at noise level ``l``, also the UNet's class
+label) and the stored empty-prompt embedding as its text condition, i.e. the pipeline at
+guidance scale 1 (:class:`~trt_restore.export.components.LowResNoise` in the SR UNet's graph).
+
 The super-resolution factor is fixed by the autoencoder's downsampling factor.
 """
 
@@ -49,6 +55,16 @@ def low_resolution_condition(models, operator: Operator, y: torch.Tensor) -> tor
     return pad_to(y, (height // factor, width // factor))  # a padded canvas (see PaddedOperator)
 
 
+def low_resolution_inputs(models, lr: torch.Tensor, noise) -> dict[str, torch.Tensor]:
+    """The SR UNet's conditioning inputs: ``lr_image``, plus for the Stable Diffusion x4 upscaler the
+    ``lr_noise`` of its noise augmentation, drawn once per image (before the initial latent, as
+    diffusers' ``StableDiffusionUpscalePipeline`` draws it)."""
+    inputs = {"lr_image": lr}
+    if any(tensor.name == "lr_noise" for tensor in models.engine("sr_unet").spec.inputs):
+        inputs["lr_noise"] = noise.like(lr)
+    return inputs
+
+
 class LDMSR(Pipeline):
     name = "ldm-sr"
     Config = LDMSRConfig
@@ -62,7 +78,7 @@ class LDMSR(Pipeline):
         return "LDM-SR only does super-resolution (srN, srN-bicubic, srN-gauss)"
 
     def run(self, y, operator, sigma, noise, callback):
-        lr = low_resolution_condition(self.models, operator, y)
+        lr = low_resolution_inputs(self.models, low_resolution_condition(self.models, operator, y), noise)
         schedule = self.models.schedule("sr_unet")
         pairs = schedule.ddim_pairs(self.config.steps)
         eta = self.config.eta
@@ -75,13 +91,13 @@ class LDMSR(Pipeline):
         def ddim(z, scalars, *draws):
             """One DDIM step with the step's scalars as tensors (:meth:`NoiseSchedule.ddim_step`)."""
             t, sa, sb, x0_weight, eps_weight, std = scalars.unbind()
-            out = self.models.call("sr_unet", latent=z, lr_image=lr, timestep=t.expand(z.shape[0]))
+            out = self.models.call("sr_unet", latent=z, timestep=t.expand(z.shape[0]), **lr)
             z0, eps = schedule.split_with(out, z, sa, sb)
             z_next = x0_weight * z0 + eps_weight * eps
             return (z_next + std * draws[0] if draws else z_next), z0
 
         def sample():
-            z = noise.randn(y.shape[0], self.models.latent_channels, *lr.shape[-2:])
+            z = noise.randn(y.shape[0], self.models.latent_channels, *lr["lr_image"].shape[-2:])
             step = graphs.step(ddim, len(pairs))
             for k in range(len(pairs)):
                 z, z0 = step(z, table[k], *((noise.like(z),) if eta > 0 else ()))

@@ -50,9 +50,12 @@ SCHEDULER_DEFAULTS: dict[str, object] = {
     "sample_max_value": 1.0,
     "rescale_betas_zero_snr": False,
 }
-# Keys that change nothing in DDIM sampling: bookkeeping, and the variance of DDPM's
-# ancestral sampler (DDIM's own variance comes from η).
-NON_SAMPLING_FIELDS = ("_class_name", "_diffusers_version", "variance_type")
+# Keys that change nothing in DDIM sampling: bookkeeping, the variance of DDPM's ancestral
+# sampler (DDIM's own variance comes from η) and PNDM's choice of Runge-Kutta warm-up steps
+# (Stable Diffusion 1.x folders name PNDMScheduler; DDIM has no warm-up).
+NON_SAMPLING_FIELDS = ("_class_name", "_diffusers_version", "variance_type", "skip_prk_steps")
+# Defaults of the scheduler classes whose sampler differs from DDIM's: PNDM never clips x̂₀.
+CLASS_DEFAULTS: dict[str, dict[str, object]] = {"PNDMScheduler": {"clip_sample": False}}
 _CHOICES = {"prediction_type": PREDICTION_TYPES, "beta_schedule": BETA_SCHEDULES, "timestep_spacing": TIMESTEP_SPACINGS}
 _FLAGS = ("set_alpha_to_one", "clip_sample", "thresholding", "rescale_betas_zero_snr")
 
@@ -62,7 +65,8 @@ Scalar = float | torch.Tensor
 def scheduler_config(config: Mapping[str, object], source: Path | str = "scheduler config") -> dict:
     """The complete, validated sampling config: every field of :data:`SCHEDULER_DEFAULTS`, JSON-able.
 
-    Missing fields take diffusers' ``DDIMScheduler`` defaults; unknown fields and values are
+    Missing fields take diffusers' ``DDIMScheduler`` defaults (:data:`CLASS_DEFAULTS` where the
+    config's class samples otherwise); unknown fields and values are
     refused with a one-line :class:`UserError` naming them, so that nothing is silently dropped.
     """
     unknown = sorted(set(config) - set(SCHEDULER_DEFAULTS) - set(NON_SAMPLING_FIELDS))
@@ -71,7 +75,8 @@ def scheduler_config(config: Mapping[str, object], source: Path | str = "schedul
             f"{source}: scheduler field(s) {', '.join(unknown)} are not supported; "
             f"the supported fields are {', '.join(SCHEDULER_DEFAULTS)}"
         )
-    full = {key: config.get(key, default) for key, default in SCHEDULER_DEFAULTS.items()}
+    defaults = {**SCHEDULER_DEFAULTS, **CLASS_DEFAULTS.get(str(config.get("_class_name")), {})}
+    full = {key: config.get(key, default) for key, default in defaults.items()}
     for key, choices in _CHOICES.items():
         if full[key] not in choices:
             raise UserError(f"{source}: {key} '{full[key]}' is not supported; use one of {', '.join(choices)}")

@@ -1,0 +1,233 @@
+"""Stable Diffusion folders (SD 1.x/2.x and the x4 upscaler) as model sets.
+
+Each test builds a tiny random-weight pipeline with diffusers' and transformers' own
+classes and the public checkpoints' config keys, saves it with ``save_pretrained`` and
+reads it back both with diffusers (the reference) and with ``load_model_set``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers", reason="Stable Diffusion folders need transformers (the sd extra)")
+
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMScheduler,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionUpscalePipeline,
+    UNet2DConditionModel,
+)
+from trt_restore import restore
+from trt_restore.errors import UserError
+from trt_restore.export.model_sets import MODEL_SETS, PUBLIC_PIPELINES, ModelSet, load_model_set
+from trt_restore.export.onnx_export import export_component
+from trt_restore.export.prompt import PromptEmbedding
+from trt_restore.metrics import psnr
+from trt_restore.pipelines.schedule import scheduler_config
+from trt_restore.runtime.onnxruntime_backend import OnnxRuntimeEngine
+
+TEXT_WIDTH = 32
+VOCAB = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "b</w>": 3, "a": 4, "b": 5}
+
+
+def tiny_text_encoder(tmp_path) -> tuple[transformers.CLIPTokenizer, transformers.CLIPTextModel]:
+    """A CLIP tokenizer on a six-token vocabulary (no merges) and a two-layer CLIP text encoder."""
+    (tmp_path / "vocab.json").write_text(json.dumps(VOCAB))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), model_max_length=77)
+    config = transformers.CLIPTextConfig(
+        vocab_size=len(VOCAB), hidden_size=TEXT_WIDTH, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    )
+    return tokenizer, transformers.CLIPTextModel(config).eval()
+
+
+def tiny_condition_unet(in_channels: int, **extra) -> UNet2DConditionModel:
+    """SD's UNet layout (cross-attention blocks, linear projections) at small widths."""
+    return UNet2DConditionModel(
+        in_channels=in_channels, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_WIDTH, norm_num_groups=8, attention_head_dim=(2, 4), use_linear_projection=True,
+        **extra,
+    ).eval()
+
+
+def tiny_kl(blocks: int, scaling_factor: float) -> AutoencoderKL:
+    return AutoencoderKL(
+        block_out_channels=(16, 32, 32, 32)[:blocks], down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks, latent_channels=4, norm_num_groups=8, layers_per_block=1,
+        scaling_factor=scaling_factor,
+    ).eval()
+
+
+SD_SCHEDULERS = {
+    # SD 1.x: PNDMScheduler config (no clip_sample key: PNDM never clips), ε prediction
+    "sd1": lambda: PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                 set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1),
+    # SD 2.x 768: DDIMScheduler with v prediction
+    "sd2-v": lambda: DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                   clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                                   prediction_type="v_prediction"),
+}
+
+
+def sd_folder(path, variant: str):
+    torch.manual_seed(0)
+    tokenizer, text_encoder = tiny_text_encoder(path.parent)
+    StableDiffusionPipeline(
+        vae=tiny_kl(4, 0.18215), text_encoder=text_encoder, tokenizer=tokenizer, unet=tiny_condition_unet(4),
+        scheduler=SD_SCHEDULERS[variant](), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    ).save_pretrained(path)
+    return path
+
+
+def upscaler_folder(path):
+    torch.manual_seed(0)
+    tokenizer, text_encoder = tiny_text_encoder(path.parent)
+    StableDiffusionUpscalePipeline(
+        vae=tiny_kl(3, 0.08333), text_encoder=text_encoder, tokenizer=tokenizer,
+        unet=tiny_condition_unet(7, num_class_embeds=1000),
+        low_res_scheduler=DDPMScheduler(beta_schedule="linear", beta_start=0.0001, beta_end=0.02),
+        scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                                set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction"),
+        max_noise_level=350,
+    ).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module", params=list(SD_SCHEDULERS))
+def sd_reference(request, tmp_path_factory):
+    return sd_folder(tmp_path_factory.mktemp(request.param) / "sd", request.param)
+
+
+@pytest.fixture(scope="module")
+def upscaler_reference(tmp_path_factory):
+    return upscaler_folder(tmp_path_factory.mktemp("upscaler") / "x4")
+
+
+def onnx_matches_torch(wrapper, tmp_path, size=(32, 32)) -> None:
+    """The exported graph reproduces the wrapper on example inputs."""
+    spec = export_component(wrapper, tmp_path / f"{wrapper.spec.name}.onnx", example_size=size)
+    inputs = wrapper.example_inputs(1, *size, seed=3)
+    with torch.no_grad():
+        expected = wrapper(*inputs)
+    got = OnnxRuntimeEngine(tmp_path / f"{wrapper.spec.name}.onnx", spec)(
+        **{t.name: x for t, x in zip(spec.inputs, inputs)}
+    )["model_output"]
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_sd_folder_is_a_latent_prior_with_the_stored_empty_prompt(sd_reference, tmp_path):
+    reference = StableDiffusionPipeline.from_pretrained(sd_reference)
+    models = load_model_set(sd_reference)
+    assert set(models.networks) == {"vae", "unet"}
+    expected_embedding = reference.encode_prompt("", "cpu", 1, False)[0]
+    torch.testing.assert_close(models.prompts["unet"].embedding, expected_embedding, rtol=0, atol=0)
+    weights = (sd_reference / "text_encoder" / "model.safetensors").read_bytes()
+    provenance = models.meta["roles"]["unet"]["prompt"]
+    assert provenance["text_encoder_sha256"] == hashlib.sha256(weights).hexdigest()
+    assert provenance["text_encoder"] == "CLIPTextModel" and provenance["prompt"] == ""
+    scheduler = models.meta["roles"]["unet"]["scheduler"]
+    assert scheduler["prediction_type"] == reference.scheduler.config.prediction_type
+    assert scheduler["clip_sample"] is False  # PNDM configs carry no clip_sample, and PNDM never clips
+    assert models.meta["roles"]["vae"]["scaling_factor"] == pytest.approx(0.18215)
+
+    denoiser = models.wrapper("unet", "reld")
+    assert [t.name for t in denoiser.spec.inputs] == ["latent", "timestep"]
+    assert denoiser.spec.meta["prompt"] == provenance
+    latent = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    timestep = torch.tensor([10.0, 700.0])
+    with torch.no_grad():
+        expected = reference.unet(latent, timestep, encoder_hidden_states=expected_embedding.expand(2, -1, -1)).sample
+        torch.testing.assert_close(denoiser(latent, timestep), expected, rtol=0, atol=0)
+        image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+        expected_latent = reference.vae.encode(2 * image - 1).latent_dist.mode() * 0.18215
+        torch.testing.assert_close(models.wrapper("encoder", "reld")(image), expected_latent)
+    onnx_matches_torch(denoiser, tmp_path)
+
+
+def test_a_saved_sd_model_set_keeps_its_prompt_embedding(sd_reference, tmp_path):
+    models = load_model_set(sd_reference)
+    again = ModelSet.from_folder(models.save_pretrained(tmp_path / "saved"))
+    assert again.meta == models.meta
+    torch.testing.assert_close(again.prompts["unet"].embedding, models.prompts["unet"].embedding, rtol=0, atol=0)
+
+
+def test_reld_on_an_sd_folder_runs_the_pipelines_own_networks(sd_reference, monkeypatch):
+    """RELD on the folder equals RELD on a model set made of the diffusers pipeline's own VAE, UNet,
+    scheduler and ``encode_prompt("")``: the loader picks every piece the pipeline uses."""
+    reference = StableDiffusionPipeline.from_pretrained(sd_reference)
+    embedding = PromptEmbedding(reference.encode_prompt("", "cpu", 1, False)[0], {})
+    monkeypatch.setitem(MODEL_SETS, "sd-reference", lambda: ModelSet(
+        "sd-reference", {"vae": reference.vae, "unet": reference.unet},
+        {"unet": scheduler_config(reference.scheduler.config)}, {"unet": embedding},
+    ))
+    y = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    settings = {"method": "reld", "backend": "torch", "config": {"iterations": 2}, "seed": 5, "task": "sr4", "sigma": 0.05}
+    ours = restore(y, model_set=sd_reference, **settings)
+    assert ours.shape == (1, 3, 64, 64)
+    torch.testing.assert_close(ours, restore(y, model_set="sd-reference", **settings), rtol=0, atol=1e-6)
+
+
+def test_upscaler_components_match_diffusers(upscaler_reference, tmp_path):
+    reference = StableDiffusionUpscalePipeline.from_pretrained(upscaler_reference)
+    models = load_model_set(upscaler_reference)
+    assert set(models.networks) == {"sr_vae", "sr_unet"}
+    sr_unet = models.wrapper("sr_unet", "ldm-sr")
+    assert [t.name for t in sr_unet.spec.inputs] == ["latent", "lr_image", "timestep", "lr_noise"]
+    meta = sr_unet.spec.meta
+    assert meta["prediction_type"] == "v_prediction" and meta["low_res_noise"]["noise_level"] == 20
+    assert models.meta["roles"]["sr_vae"]["scaling_factor"] == pytest.approx(0.08333)
+    generator = torch.Generator().manual_seed(6)
+    latent, lr, noise = (torch.randn(1, c, 8, 8, generator=generator) for c in (4, 3, 3))
+    lr = lr.sigmoid()
+    timestep = torch.tensor([500.0])
+    level = torch.tensor([20])
+    with torch.no_grad():
+        noisy_lr = reference.low_res_scheduler.add_noise(2 * lr - 1, noise, level)
+        expected = reference.unet(
+            torch.cat((latent, noisy_lr), 1), timestep, class_labels=level,
+            encoder_hidden_states=reference.encode_prompt("", "cpu", 1, False)[0],
+        ).sample
+        torch.testing.assert_close(sr_unet(latent, lr, timestep, noise), expected, rtol=1e-5, atol=1e-5)
+    onnx_matches_torch(sr_unet, tmp_path)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("onnxruntime", marks=pytest.mark.slow)])
+def test_upscaler_matches_diffusers_pipeline(upscaler_reference, backend):
+    """Guidance scale 1 (no CFG) on the empty prompt, the same seed (so the same LR noise, drawn first, and
+    the same initial latent), DDIM η = 0: ≥ 45 dB against diffusers' pipeline on the same folder."""
+    reference = StableDiffusionUpscalePipeline.from_pretrained(upscaler_reference)
+    low_res = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    seed, steps = 11, 10
+    with torch.no_grad():
+        expected = reference(
+            prompt="", image=low_res, num_inference_steps=steps, guidance_scale=1.0, noise_level=20, eta=0.0,
+            generator=torch.Generator().manual_seed(seed), output_type="pt",
+        ).images
+    ours = restore(low_res, method="ldm-sr", task="sr4", backend=backend, model_set=upscaler_reference,
+                   config={"steps": steps, "eta": 0.0}, seed=seed)
+    quality = psnr(ours, expected)
+    print(f"SD x4 upscaler, {steps} steps on {backend} against diffusers: {quality:.1f} dB")
+    assert quality >= 45
+
+
+def test_ddrm_ldm_runs_on_the_upscaler(upscaler_reference):
+    y = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    out = restore(y, method="ddrm-ldm", task="sr4", backend="torch", model_set=upscaler_reference,
+                  config={"steps": 2}, seed=0)
+    assert out.shape == (1, 3, 64, 64) and bool(torch.isfinite(out).all())
+
+
+def test_an_unsupported_pipeline_folder_lists_the_supported_ones(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
+    with pytest.raises(UserError, match="describes a 'StableDiffusionXLPipeline'; supported pipelines: ") as error:
+        load_model_set(tmp_path)
+    assert all(name in str(error.value) for name in PUBLIC_PIPELINES) and "\n" not in str(error.value)
