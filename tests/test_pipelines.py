@@ -163,3 +163,17 @@ def test_task_defaults_apply_under_the_users_settings():
     by_default = restore(y, **run)
     assert torch.equal(by_default, restore(y, **run, config={"eta": 0.0, "steps": 50}))
     assert not torch.equal(by_default, restore(y, **run, config={"eta": 0.85}))
+
+
+@pytest.mark.parametrize("method", ["indigo-pixel", "indigo-latent"])
+def test_indigo_final_data_step_makes_the_result_consistent_with_a_noiseless_observation(method):
+    """At σ = 0 the final step projects the sample onto {A x = y}: the residual drops to the clamp's share."""
+    task = "sr2"
+    y = observation(task, 0.0)
+    operator = make_operator(task, size=(64, 64), channels=3)
+    residual = {}
+    for prior_error in (0.0, 0.1):
+        out = restore(y[0], method=method, task=task, sigma=0.0, backend="torch", model_set="tiny",
+                      config={"steps": 3, "prior_error": prior_error}, seed=3)
+        residual[prior_error] = float((operator.A(out[None]) - y).norm() / y.norm())
+    assert residual[0.1] < 0.05 * residual[0.0]

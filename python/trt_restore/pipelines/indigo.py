@@ -16,6 +16,14 @@ same-size tasks). Each DDIM step at ``t → t'``:
 4. DDIM with the corrected pair: ``ε* = (z_t − √ᾱ_t z₀*)/√(1 − ᾱ_t)``,
    ``z_{t'} = √ᾱ_{t'} z₀* + √(1 − ᾱ_{t'} − s²) ε* + s n``.
 
+The INN only constrains the coarse part of the image, and on same-size tasks that part is
+``y`` box-averaged, so most of what ``y`` determines never reaches the sample. A final
+data-consistency step, which the paper does not have, brings it back: the decoded sample
+``x̂ = D(z₀)`` is taken as a Gaussian estimate with RMS error ``e`` and combined with the
+observation, ``x = argmin ½‖A x − y‖² + (μ/2)‖x − x̂‖² = (AᵀA + μI)⁻¹(Aᵀy + μ x̂)``,
+``μ = max(σ, σ_min)² / e²`` (σ_min keeps noiseless tasks well posed: there it is the projection
+of ``x̂`` onto ``{A x = y}``). ``e = 0`` skips it.
+
 Guidance runs on steps with ``t ≤ guide_from`` (the first steps of pure noise are left
 to the prior). ``--adapt`` fine-tunes the INN online for an unknown degradation: before
 each guided step, a few Adam steps on ``‖c(G(x̂₀)) − c(y)‖²`` over the INN's parameters
@@ -32,7 +40,7 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..inn_condition import degradation_embedding
 from ..operators import Operator
-from .base import Pipeline, hyper, pad_to, stage
+from .base import Pipeline, TaskDefault, hyper, pad_to, stage
 from .ldm_sr import sr_scale
 
 
@@ -45,6 +53,19 @@ class IndigoConfig:
     adapt: bool = hyper(False, "fine-tune the INN online for an unknown degradation")
     adapt_iters: int = hyper(2, "Adam steps on the INN per guided step with --adapt")
     adapt_lr: float = hyper(1e-4, "learning rate of the online INN fine-tuning")
+    prior_error: float = hyper(0.1, "RMS error e assumed of the decoded sample in the final data step (0 skips it)")
+
+
+SIGMA_MIN = 1e-3
+"""σ_min of the final data step: the noise floor of an 8-bit observation (~1/4 of a grey level)."""
+
+
+def data_consistent(x: torch.Tensor, y: torch.Tensor, operator: Operator, sigma: float, prior_error: float) -> torch.Tensor:
+    """``argmin ½‖A x' − y‖² + (μ/2)‖x' − x‖²`` with ``μ = max(σ, σ_min)² / e²``; ``x`` itself for ``e = 0``."""
+    if prior_error <= 0:
+        return x
+    mu = max(sigma, SIGMA_MIN) ** 2 / prior_error**2
+    return operator.prox_l2(y, x, mu).clamp(0, 1)
 
 
 def coarse_target(y: torch.Tensor, operator: Operator, factor: int, channels: int) -> torch.Tensor:
@@ -83,7 +104,8 @@ class Indigo(Pipeline):
         inn = self._adaptable_inn() if cfg.adapt else None
         _, _, height, width = operator.x_shape
         scale = sr_scale(operator) or 1
-        target = self._target(pad_to(y, (height // scale, width // scale)), operator, factor)
+        y = pad_to(y, (height // scale, width // scale))
+        target = self._target(y, operator, factor)
 
         schedule = self.models.schedule("unet")
         latent_factor = self.models.latent_factor
@@ -101,7 +123,9 @@ class Indigo(Pipeline):
             z = schedule.ddim_step(z0, eps, t, t_prev, cfg.eta, noise.like(z) if cfg.eta > 0 else None)
             if callback is not None:
                 callback(step + 1, len(pairs), lambda z0=z0: self.models.call("decoder", latent=z0))
-        return self.models.call("decoder", latent=z)
+        sample = self.models.call("decoder", latent=z)
+        with stage(self.models.timings, "data step"):
+            return data_consistent(sample, y, operator, sigma, cfg.prior_error)
 
     def _target(self, y: torch.Tensor, operator: Operator, factor: int) -> torch.Tensor:
         raise NotImplementedError
@@ -165,6 +189,11 @@ class IndigoPixel(Indigo):
 class IndigoLatent(Indigo):
     name = "indigo-latent"
     signal_name = "latent"
+
+    # e = 0.2 for denoising: the latent variant's sample is further from the image. Measured on held-out
+    # images (skimage's astronaut, coffee and chelsea at 128 px, σ 25/255, noisy 20.61 dB mean):
+    # e 0.05 17.0 dB, 0.07 18.3, 0.1 19.9, 0.14 21.1, 0.2 21.4 (the pixel variant: 0.1 22.4, 0.14 22.4, 0.2 21.9).
+    TASK_DEFAULTS = (TaskDefault("denoise", "denoise", {"prior_error": 0.2}),)
 
     def _target(self, y, operator, factor):
         latent = self.models.call("encoder", image=full_size_observation(y, operator))
