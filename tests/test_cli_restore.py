@@ -157,7 +157,7 @@ def test_engines_are_loaded_once_for_images_of_any_size(images, tmp_path, monkey
     monkeypatch.setattr(trt_restore.api, "load_models", counted)
     outputs = tmp_path / "outputs"
     sources = [str(images[name]) for name in ("clean", "padded")]
-    flags = ["--method", "ddrm", "--task", "denoise", *TINY, *FEW_STEPS["ddrm"], "--backend", "onnxruntime"]
+    flags = ["--method", "ddrm", "--task", "denoise", "--sigma", "0.05", *TINY, *FEW_STEPS["ddrm"], "--backend", "onnxruntime"]
     assert main(["restore", *flags, *sources, "-o", str(outputs)]) == 0
     assert loads == [(32, 32)]
     assert read_image(outputs / "padded.png").data.shape == (3, 26, 38)
@@ -187,17 +187,17 @@ def test_method_settings_become_flags_with_no_default():
     ("options", "expected"),
     [
         (
-            ("--method", "ddrm", "--task", "denoise", "--iterations", "3"),
+            ("--method", "ddrm", "--task", "denoise", "--sigma", "0.05", "--iterations", "3"),
             "--iterations is a setting of reld, not of ddrm",
         ),
-        (("--method", "ddrm", "--save-intermediates", "x", "--task", "denoise", "--every", "0"), None),
-        (("--method", "ddrm", "--task", "denoise", "--every", "2"), "--every applies to --save-intermediates"),
+        (("--method", "ddrm", "--save-intermediates", "x", "--task", "denoise", "--sigma", "0.05", "--every", "0"), None),
+        (("--method", "ddrm", "--task", "denoise", "--sigma", "0.05", "--every", "2"), "--every applies to --save-intermediates"),
         (("--method", "ddrm"), "--task is required"),
         (("--method", "ddrm", "--task", "nonsense"), "unknown task 'nonsense'"),
-        (("--method", "ddrm", "--task", "denoise", "--param", "radius=2"), "has no parameter radius"),
-        (("--method", "ddrm", "--task", "denoise", "--backend", "tensorrt"), "the tensorrt backend runs built engines"),
+        (("--method", "ddrm", "--task", "denoise", "--sigma", "0.05", "--param", "radius=2"), "has no parameter radius"),
+        (("--method", "ddrm", "--task", "denoise", "--sigma", "0.05", "--backend", "tensorrt"), "the tensorrt backend runs built engines"),
         pytest.param(
-            ("--method", "ddrm", "--task", "denoise", "--device", "cuda"),
+            ("--method", "ddrm", "--task", "denoise", "--sigma", "0.05", "--device", "cuda"),
             "needs an NVIDIA GPU with CUDA, and this machine has none",
             marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
         ),
@@ -243,10 +243,10 @@ def test_output_paths(images, tmp_path, capsys):
     pair.mkdir()
     for name in ("x.png", "x.bmp"):
         write_image(pair / name, read_image(images["clean"]).data)
-    status = main(["restore", "--task", "denoise", *TINY, str(pair), "-o", str(tmp_path / "out")])
+    status = main(["restore", "--task", "denoise", "--sigma", "0.05", *TINY, str(pair), "-o", str(tmp_path / "out")])
     assert status == 2 and "would both be written to" in single_line_error(capsys)
     status = main(
-        ["restore", "--task", "denoise", *TINY, str(pair / "*.png"), str(pair / "x.bmp"), "-o", str(tmp_path / "o.png")]
+        ["restore", "--task", "denoise", "--sigma", "0.05", *TINY, str(pair / "*.png"), str(pair / "x.bmp"), "-o", str(tmp_path / "o.png")]
     )
     assert status == 2 and "2 inputs need an output folder" in single_line_error(capsys)
     assert not (tmp_path / "out").exists()

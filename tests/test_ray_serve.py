@@ -19,8 +19,9 @@ from ray import serve
 from trt_restore.api import restore
 from trt_restore.cli import build_parser
 from trt_restore.cli.serve import serve_options
-from trt_restore.distributed.serve import start_server
+from trt_restore.distributed.serve import SIGMA_HEADER, start_server
 from trt_restore.io import read_image, write_image
+from trt_restore.noise_level import estimate_noise_sigma
 
 REQUESTS = 50
 RETRIES = 3
@@ -75,7 +76,7 @@ def post(url: str, body: bytes, timeout: float = 120) -> tuple[int, bytes]:
     raise AssertionError("unreachable")
 
 
-def single_process_png(image: Path, sigma: float, seed: int, folder: Path) -> torch.Tensor:
+def single_process_png(image: Path, sigma: float | str, seed: int, folder: Path) -> torch.Tensor:
     """What one process writes for the same request, decoded."""
     restored = restore(
         read_image(image).data,
@@ -112,20 +113,31 @@ def test_50_concurrent_requests_equal_the_single_process_run(server, images, tmp
 @pytest.mark.parametrize(
     ("query", "body", "status", "message"),
     [
-        ("", b"not an image at all", 400, "not a PNG, JPEG, TIFF or BMP image"),
+        ("?sigma=0.1", b"not an image at all", 400, "not a PNG, JPEG, TIFF or BMP image"),
+        ("", None, 400, "needs the noise level: --sigma auto (sigma=auto)"),
+        ("?sigma=loud", None, 400, "or auto"),
         ("?task=sr5x", None, 400, "unknown task"),
         ("?method=nope", None, 400, "unknown method"),
         ("?sigma=-1", None, 400, "must be finite and >= 0"),
         ("?sigma=0.1&seed=x", None, 400, "seed must be a whole number"),
-        ("?method=ldm-sr", None, 400, "does not support task 'denoise'"),
+        ("?method=ldm-sr&sigma=0.1", None, 400, "does not support task 'denoise'"),
         ("", bytes(int(MAX_REQUEST_MB * 1e6) + 1), 413, "larger than the server's limit"),
-        ("", b"", 400, "has no body"),
+        ("?sigma=0.1", b"", 400, "has no body"),
     ],
 )
 def test_bad_requests_get_a_4xx_with_a_one_line_reason(server, images, query, body, status, message):
     code, answer = post(f"{server}/restore{query}", images[32].read_bytes() if body is None else body)
     assert code == status
     assert message in json.loads(answer)["error"]
+
+
+def test_sigma_auto_is_estimated_and_returned_in_a_header(server, images, tmp_path, one_torch_thread):
+    request = urllib.request.Request(f"{server}/restore?sigma=auto", data=images[48].read_bytes(), method="POST")
+    with urllib.request.urlopen(request, timeout=120) as response:
+        header, body = response.headers[SIGMA_HEADER], response.read()
+    assert float(header) == pytest.approx(estimate_noise_sigma(read_image(images[48]).data), rel=1e-5)
+    (tmp_path / "auto.png").write_bytes(body)
+    assert torch.equal(read_image(tmp_path / "auto.png").data, single_process_png(images[48], "auto", 0, tmp_path))
 
 
 def test_health_and_unknown_routes(server):

@@ -132,7 +132,7 @@ class ErrorCase:
     base: tuple[str, ...] = DDRM
 
 
-WITH_BUNDLE = ("--task", "denoise", "--steps", "2", "--quiet")
+WITH_BUNDLE = ("--task", "denoise", "--sigma", "0.05", "--steps", "2", "--quiet")
 FIRST = "image0.png"
 
 

@@ -16,11 +16,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .errors import UserError
+from .image_types import as_batch, as_caller_type
 from .methods import BACKENDS, DEFAULT_METHOD, METHODS, Backend, NoiseSource, components_for
+from .noise_level import NoiseLevel, noise_level_of
 from .operators import Operator, make_operator
 from .operators.padded import PaddedOperator
 from .pipelines import Models, Pipeline, pipeline_class
@@ -177,36 +178,11 @@ def canvas_operator(operator: Operator, multiple: int) -> Operator:
     return operator if padded == operator.size else PaddedOperator(operator, padded)
 
 
-def as_batch(image: Any) -> tuple[torch.Tensor, bool]:
-    """A (B, C, H, W) float tensor in [0, 1] from a path, a PIL image, an HWC array or a tensor.
-
-    Returns the batch and whether the input was a single (C, H, W) image.
-    """
-    if isinstance(image, (str, Path)):
-        from .io import read_image
-
-        return read_image(image).data[None], True
-    if isinstance(image, np.ndarray):
-        array = image.astype(np.float32) / (np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1.0)
-        array = array[..., None] if array.ndim == 2 else array
-        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None], True
-    if not isinstance(image, torch.Tensor):
-        try:
-            return as_batch(np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image))
-        except AttributeError:
-            raise UserError(f"cannot restore a {type(image).__name__}; pass a path, a PIL image, an array or a tensor") from None
-    if image.dim() == 3:
-        return image.float()[None], True
-    if image.dim() == 4:
-        return image.float(), False
-    raise UserError(f"an image tensor must be (C, H, W) or (B, C, H, W), got shape {tuple(image.shape)}")
-
-
 def restore(
     image: Any,
     method: str | None = None,
     task: str = "sr4",
-    sigma: float = 0.0,
+    sigma: NoiseLevel | None = None,
     engine: str | Path | None = None,
     backend: Backend = "auto",
     seed: int = 0,
@@ -219,8 +195,9 @@ def restore(
     callback: StepCallback | None = None,
     models: Models | None = None,
     tile: int | None = None,
-) -> torch.Tensor:
-    """Restore one degraded image (or a batch) and return it in [0, 1], shaped like the input.
+) -> Any:
+    """Restore one degraded image (or a batch) and return it as the caller holds it: the same type,
+    dtype, range and layout (see :mod:`trt_restore.image_types`; a file path gives a tensor).
 
     ``image`` is the observation y (the low-resolution image for SR). ``method`` is taken
     from the bundle when ``engine`` is given, else defaults to ``reld``. ``config`` sets the
@@ -237,7 +214,9 @@ def restore(
         method: one of :data:`METHODS` (None: the bundle's method with ``engine``, else ``reld``).
         task: the degradation: denoise, srN, srN-bicubic, srN-gauss, deblur-gauss, deblur-uniform,
             deblur-motion, inpaint or colorize.
-        sigma: noise std of y on the [0, 1] scale (25/255 is "noise level 25"), ≥ 0.
+        sigma: noise std of y on the [0, 1] scale (25/255 is "noise level 25"), ≥ 0; ``"auto"`` estimates
+            it from each image (:func:`~trt_restore.noise_level.estimate_noise_sigma`); None: 0, except
+            for denoise, which needs it.
         engine: a ``.plan`` bundle made by ``trt-restore build`` (None: the networks of ``model_set``).
         backend: ``auto`` (the bundle's backend, else torch), ``torch``, ``onnxruntime``, or ``tensorrt`` (needs ``engine``).
         seed: seed of the sampling noise; the same seed gives the same result.
@@ -252,8 +231,9 @@ def restore(
         tile: side in image pixels of the overlapping tiles (None: the backend's or bundle's default).
 
     Returns:
-        The restored image in [0, 1], batched as the input was, s times its height and width for
-        the task's SR factor s; with the input's channels, but 3 for colorize.
+        The restored image, of the input's type, dtype, range and layout (a tensor for a path), batched
+        as the input was, s times its height and width for the task's SR factor s; with the input's
+        channels, but 3 for colorize.
 
     On the tiny random models, in two steps:
 
@@ -264,9 +244,10 @@ def restore(
     >>> x.shape, x.dtype, 0 <= float(x.min()) <= float(x.max()) <= 1
     (torch.Size([3, 32, 32]), torch.float32, True)
     """
-    y, single = as_batch(image)
+    y, kind = as_batch(image)
     if y.shape[-2] < 2 or y.shape[-1] < 2:
         raise UserError(f"the image is {y.shape[-1]}×{y.shape[-2]} pixels; restoration needs at least 2×2")
+    sigmas = [noise_level_of(task, sigma, observed) for observed in y]
     scale = sr_factor(task)
     size = (y.shape[-2] * scale, y.shape[-1] * scale)
     with ExitStack() as loaded_here:
@@ -285,12 +266,18 @@ def restore(
             y, channels = y.expand(-1, 3, -1, -1), 3
         operator = make_operator(task, size=size, channels=channels, **(task_params or {}))
         operator = canvas_operator(operator, math.lcm(size_multiple(models), scale))
-        engine_device = next(iter(models.engines.values())).device
-        out = pipeline(y.to(engine_device), operator, sigma, seed=seed, noise=noise, callback=callback)
+        y = y.to(next(iter(models.engines.values())).device)
+        if len(set(sigmas)) == 1:
+            out = pipeline(y, operator, sigmas[0], seed=seed, noise=noise, callback=callback)
+        else:  # estimated per image: each image restored with its own σ
+            out = torch.cat([
+                pipeline(y[i : i + 1], operator, sigmas[i], seed=seed, noise=noise, callback=callback)
+                for i in range(len(sigmas))
+            ])
     out = out[..., : size[0], : size[1]]
     if gray_to_rgb:
         out = out.mean(dim=1, keepdim=True)
-    return out[0] if single else out
+    return as_caller_type(out, kind)
 
 
 def _pipeline(method: str, task: str, models: Models, config: dict | None) -> Pipeline:

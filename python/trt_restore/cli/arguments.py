@@ -50,6 +50,8 @@ def _argument_type(parse: Callable[[str], Value]) -> Callable[[str], Value]:
 
 noise_level = _argument_type(values.noise_level)
 """An argparse type for σ on the [0, 1] scale: a number (``0.05``) or a fraction (``25/255``)."""
+observed_noise_level = _argument_type(values.observed_noise_level)
+"""An argparse type for the σ of an observation: as :data:`noise_level`, or ``auto``."""
 task_parameter = _argument_type(values.task_parameter)
 """An argparse type for ``key=value``: the value becomes an int, a float or a string;
 comma-separated values become a tuple (``box=8,8,16,16``)."""

@@ -12,6 +12,7 @@ from ..jobs.inputs import collect_inputs, is_batch, plan_outputs
 from ..jobs.report import SUMMARY_NAME
 from ..jobs.request import DEFAULT_TASK_KEY, RestoreRequest
 from ..methods import BACKENDS, DEFAULT_METHOD, METHODS, NOISE_SOURCES
+from ..noise_level import SIGMA_HELP
 from .arguments import (
     add_model_source_arguments,
     add_bits_argument,
@@ -21,7 +22,7 @@ from .arguments import (
     add_task_parameters,
     chosen_settings,
     model_set_name,
-    noise_level,
+    observed_noise_level,
     positive_int,
     task_parameters,
 )
@@ -47,9 +48,7 @@ def add_restore_arguments(parser: CommandParser) -> None:
         help="denoise, srN, srN-bicubic, srN-gauss, deblur-gauss, deblur-uniform, deblur-motion, inpaint or colorize "
         "(required unless the bundle records a default task); for colorize an RGB input is first made gray",
     )
-    parser.add_argument(
-        "--sigma", type=noise_level, default=0.0, help="noise std of the input on the [0, 1] scale (default 0)"
-    )
+    parser.add_argument("--sigma", type=observed_noise_level, help=f"noise std of the input on the [0, 1] scale: {SIGMA_HELP}")
     add_model_source_arguments(parser)
     parser.add_argument(
         "--backend",

@@ -33,6 +33,7 @@ from ..jobs.outputs import check_bits, make_folder, write_restored
 from ..jobs.report import SUMMARY_NAME, BatchReport, batch_report
 from ..jobs.request import DEFAULT_MAX_PIXELS, RestoreRequest
 from ..jobs.retry import restore_with_retry
+from ..noise_level import NoiseLevel
 from .cluster import (
     ShippedBundle,
     check_address,
@@ -87,19 +88,19 @@ class RestoreWorker:
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, list]:
         """One row per input: its status (done, skipped, failed), seconds, failure reason and the backend."""
-        columns: dict[str, list] = {"input": [], "status": [], "seconds": [], "reason": [], "backend": []}
+        columns: dict[str, list] = {"input": [], "status": [], "seconds": [], "sigma": [], "reason": [], "backend": []}
         for source, target in zip(batch["input"], batch["output"], strict=True):
-            status, seconds, reason = self.restore(str(source), str(target))
-            for name, value in zip(columns, (str(source), status, seconds, reason, self.engines.backend or "")):
+            status, seconds, sigma, reason = self.restore(str(source), str(target))
+            for name, value in zip(columns, (str(source), status, seconds, sigma, reason, self.engines.backend or "")):
                 columns[name].append(value)
         return columns
 
-    def restore(self, source: str, target: str) -> tuple[str, float, str]:
-        """Restore one input into ``target``: (status, seconds, the reason of a failure)."""
+    def restore(self, source: str, target: str) -> tuple[str, float, float, str]:
+        """Restore one input into ``target``: (status, seconds, the σ it was restored with, the reason of a failure)."""
         from ..io import output_format
 
         if self.job.resume and is_complete(target):
-            return "skipped", 0.0, ""
+            return "skipped", 0.0, math.nan, ""
         request, image = self.job.request, None
         try:
             image = read_input(source)
@@ -107,14 +108,15 @@ class RestoreWorker:
             request.check(image)
             self.engines.get(request.output_size(image))  # loaded once, not timed as part of this image
             start = time.perf_counter()
+            request = request.for_image(image)
             restored = restore_with_retry(request, image, self.engines, None)
             bits = self.job.bits or min(image.bit_depth, max(output_format(target).bit_depths))
             with output_file(target) as written:
                 write_restored(written, restored, image, bits)
         except UserError as error:
             reason = str(error) if image is None else str(error).replace(str(image.path), source)
-            return "failed", 0.0, reason
-        return "done", time.perf_counter() - start, ""
+            return "failed", 0.0, math.nan, reason
+        return "done", time.perf_counter() - start, float(request.sigma), ""
 
 
 def _with_size(row: dict[str, Any]) -> dict[str, Any]:
@@ -196,7 +198,7 @@ def run_batch(
 
 def _settle(report: BatchReport, row: Mapping[str, Any]) -> None:
     if row["status"] == "done":
-        report.done(row["input"], float(row["seconds"]))
+        report.done(row["input"], float(row["seconds"]), float(row["sigma"]))
     elif row["status"] == "skipped":
         report.skip(row["input"])
     else:
@@ -221,7 +223,7 @@ def restore_on_ray(
     *,
     task: str,
     method: str | None = None,
-    sigma: float = 0.0,
+    sigma: NoiseLevel | None = None,
     seed: int = 0,
     engine: str | Path | None = None,
     model_set: str | Path | None = None,

@@ -1,7 +1,9 @@
 """Restoration over HTTP with Ray Serve: ``trt-restore serve`` and :func:`start_server`.
 
 ``POST /restore?task=sr4&sigma=0.01[&method=…&seed=…&param=key=value]`` with the image
-as the request body returns the restored PNG; ``GET /healthz`` answers while replicas
+as the request body returns the restored PNG; ``sigma=auto`` estimates the noise level
+from the image, and the ``X-Noise-Sigma`` header returns the σ used (left out, σ is 0,
+except for denoise, which needs it). ``GET /healthz`` answers while replicas
 work. Concurrent requests are batched (``@serve.batch``): a batch is ordered by method,
 task, noise level and size, so that requests which share engines and a canvas run one
 after the other on engines loaded once. Each image is restored as it would be alone,
@@ -36,7 +38,7 @@ from ..jobs.engines import EngineCache, EngineSource
 from ..jobs.outputs import write_restored
 from ..jobs.request import DEFAULT_MAX_PIXELS, RestoreRequest, settings_of
 from ..jobs.retry import restore_with_retry
-from ..jobs.values import BadValue, noise_level, task_parameter
+from ..jobs.values import BadValue, observed_noise_level, task_parameter
 from .cluster import ShippedBundle, gpus_in_cluster
 
 if TYPE_CHECKING:
@@ -51,6 +53,8 @@ DEFAULT_MAX_REQUEST_MB = 32.0
 DEFAULT_MAX_BATCH_SIZE = 8
 DEFAULT_BATCH_WAIT_S = 0.02
 PNG = "image/png"
+SIGMA_HEADER = "X-Noise-Sigma"
+"""The response header with the σ the image was restored with: the request's, or its estimate for ``sigma=auto``."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +164,7 @@ class Restorer:
             task = query.get("task", self.options.task)
             if task is None:
                 raise UserError("the server has no default task; add task=… (e.g. task=sr4 or task=denoise)")
-            sigma = noise_level(query.get("sigma", "0"))
+            sigma = observed_noise_level(query["sigma"]) if "sigma" in query else None
             seed = query.get("seed", "0")
             if not seed.removeprefix("-").isdigit():
                 raise UserError(f"seed must be a whole number, got {seed!r}")
@@ -176,6 +180,7 @@ class Restorer:
             image = dataclasses.replace(image, path=Path("the request body"))
             request.check_size(image, self.options.max_pixels)
             request.check(image)
+            request = request.for_image(image)
         except (UserError, BadValue) as error:
             raise BadRequest(400, str(error)) from None
         return Job(request, image)
@@ -216,7 +221,8 @@ class Restorer:
             log.exception("restoring a request failed")
             return _error(500, f"the server failed to restore the image ({type(error).__name__}: {error})")
         seconds = time.perf_counter() - start
-        return Response(png, media_type=PNG, headers={"X-Restore-Seconds": f"{seconds:.3f}"})
+        headers = {"X-Restore-Seconds": f"{seconds:.3f}", SIGMA_HEADER: f"{job.request.sigma:.6g}"}
+        return Response(png, media_type=PNG, headers=headers)
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -128,14 +128,15 @@ def _restore_pending(
         monitor = StepMonitor(show, size, intermediates, source.stem, every)
         start = time.perf_counter()
         try:
+            image_request = request.for_image(image)
             with stage(f"restore {source}"), closing(monitor):
-                restored = restore_with_retry(request, image, engines, monitor)
+                restored = restore_with_retry(image_request, image, engines, monitor)
             log_stage_timings(engines.timings)
             write_restored(target, restored, image, bits or min(image.bit_depth, largest_depth))
         except UserError as error:
             report.fail(source, error)
         else:
-            report.done(source, time.perf_counter() - start)
+            report.done(source, time.perf_counter() - start, image_request.sigma)
 
 
 def _read_inputs(

@@ -32,6 +32,8 @@ class ImageRecord:
     status: str = "not_run"
     """done, skipped (``--resume`` found a complete output), failed or not_run (the run stopped first)."""
     seconds: float | None = None
+    sigma: float | None = None
+    """The noise level the image was restored with: the given one, or its estimate for ``--sigma auto``."""
     reason: str | None = None
 
 
@@ -71,8 +73,8 @@ class BatchReport:
             return 0
         return EXIT_SOME_FAILED if self.total > 1 else UserError.exit_code
 
-    def done(self, source: Path, seconds: float) -> None:
-        self._settle(source, "done", seconds=seconds)
+    def done(self, source: Path, seconds: float, sigma: float) -> None:
+        self._settle(source, "done", seconds=seconds, sigma=sigma)
 
     def skip(self, source: Path) -> None:
         self._settle(source, "skipped", reason="the output exists and is complete (--resume)")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..methods import NoiseSource
+from ..noise_level import AUTO, NoiseLevel, given_noise_level
 from .values import ParamValue
 
 if TYPE_CHECKING:
@@ -22,18 +25,37 @@ DEFAULT_TASK_KEY = "default_task"
 COLORIZE = "colorize"
 DEFAULT_MAX_PIXELS = 50_000_000
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class RestoreRequest:
-    """What ``restore`` does to every image: the method, the task and their settings."""
+    """What ``restore`` does to every image: the method, the task and their settings.
+
+    ``sigma`` left out (None) becomes the task's default (0, or an error for denoise);
+    ``auto`` is estimated from each image by :meth:`for_image`.
+    """
 
     method: str
     task: str
-    sigma: float
+    sigma: NoiseLevel | None
     seed: int
     settings: Mapping[str, Any]
     task_params: Mapping[str, ParamValue]
     noise: NoiseSource = "host"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sigma", given_noise_level(self.task, self.sigma))
+
+    def for_image(self, image: Image) -> RestoreRequest:
+        """The request for one image: with ``sigma`` ``auto``, σ estimated from its observation (logged)."""
+        if self.sigma != AUTO:
+            return self
+        from ..noise_level import estimate_noise_sigma
+
+        sigma = estimate_noise_sigma(self.observation(image))
+        log.info("%s: estimated noise sigma %.4f (%.1f/255)", image.path, sigma, sigma * 255)
+        return dataclasses.replace(self, sigma=sigma)
 
     @property
     def scale(self) -> int:

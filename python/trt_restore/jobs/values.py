@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ..noise_level import AUTO, NoiseLevel
+
 ParamValue = int | float | str | tuple[int | float | str, ...]
 
 
@@ -21,6 +23,16 @@ def noise_level(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise BadValue(f"the noise level must be finite and >= 0, got {text!r}")
     return value
+
+
+def observed_noise_level(text: str) -> NoiseLevel:
+    """The σ of an observation: :func:`noise_level`, or ``auto`` (estimated from each image)."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return noise_level(text)
+    except BadValue as error:
+        raise BadValue(str(error).replace("such as 0.05 or 25/255", f"such as 0.05 or 25/255, or {AUTO}")) from None
 
 
 def task_parameter(text: str) -> tuple[str, ParamValue]:
