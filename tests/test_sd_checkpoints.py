@@ -8,6 +8,7 @@ reads it back both with diffusers (the reference) and with ``load_model_set``.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 
 import pytest
@@ -25,12 +26,14 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from trt_restore import restore
+from trt_restore.cli import main
 from trt_restore.errors import UserError
 from trt_restore.export.model_sets import MODEL_SETS, PUBLIC_PIPELINES, ModelSet, load_model_set
 from trt_restore.export.onnx_export import export_component
 from trt_restore.export.prompt import PromptEmbedding
 from trt_restore.metrics import psnr
 from trt_restore.pipelines.schedule import scheduler_config
+from trt_restore.runtime.bundle import Bundle
 from trt_restore.runtime.onnxruntime_backend import OnnxRuntimeEngine
 
 TEXT_WIDTH = 32
@@ -231,3 +234,30 @@ def test_an_unsupported_pipeline_folder_lists_the_supported_ones(tmp_path):
     with pytest.raises(UserError, match="describes a 'StableDiffusionXLPipeline'; supported pipelines: ") as error:
         load_model_set(tmp_path)
     assert all(name in str(error.value) for name in PUBLIC_PIPELINES) and "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["reld", "ldm-sr"])
+def test_build_makes_a_bundle_that_info_describes(method, tmp_path, capsys):
+    """``trt-restore build`` on an SD folder (reld) and on an upscaler folder (ldm-sr), with TensorRT-RTX
+    (no GPU needed to build); ``info`` shows the stored text condition and its provenance."""
+    if importlib.util.find_spec("tensorrt_rtx") is None:
+        pytest.skip("tensorrt_rtx is not installed; `pip install tensorrt-rtx` to test the TensorRT build")
+    (tmp_path / "folder").mkdir()
+    folder = sd_folder(tmp_path / "folder" / "sd", "sd2-v") if method == "reld" else upscaler_folder(tmp_path / "folder" / "x4")
+    bundle = tmp_path / f"{method}.plan"
+    profile = ("--min", "32", "32", "--opt", "32", "32", "--max", "64", "64", "--batch", "1", "1", "1")
+    assert main(["build", "--method", method, "--model-set", str(folder), *profile, "--compute-capability", "8.6",
+                 "-o", str(bundle)]) == 0
+    capsys.readouterr()
+    main(["info", str(bundle)])
+    described = capsys.readouterr().out
+    assert f"method {method}, model set {folder.name}, precision fp16, backend tensorrt" in described
+    digest = hashlib.sha256((folder / "text_encoder" / "model.safetensors").read_bytes()).hexdigest()
+    condition = f"text condition: prompt '' embedded by CLIPTextModel (text_encoder/model.safetensors, sha256 {digest[:16]})"
+    assert condition in described and "prediction_type=v_prediction" in described
+    assert ("low-resolution noise: level 20 of 350" in described) == (method == "ldm-sr")
+    unet = "unet" if method == "reld" else "sr_unet"
+    spec = Bundle.open(bundle).spec(unet)
+    assert spec.meta["prompt"]["text_encoder_sha256"] == digest
+    assert [t.name for t in spec.inputs][:2] == (["latent", "timestep"] if method == "reld" else ["latent", "lr_image"])

@@ -323,6 +323,11 @@ class Bundle:
             lines.append(f"  {name}: {inputs} -> {outputs}; {ranges}; {entry} {size}")
             if "scheduler" in spec.meta:
                 lines.append(f"    scheduler: {_format_scheduler(spec.meta['scheduler'])}")
+            if "prompt" in spec.meta:
+                lines.append(f"    text condition: {_format_prompt(spec.meta['prompt'])}")
+            if "low_res_noise" in spec.meta:
+                noise = spec.meta["low_res_noise"]
+                lines.append(f"    low-resolution noise: level {noise['noise_level']} of {noise['max_noise_level']}")
         try:
             self.verify()
             lines.append(f"integrity: all {len(m['entries'])} entries match their sha256")
@@ -343,6 +348,15 @@ def _format_scheduler(config: dict) -> str:
     shown = {key: f"<{len(value)} values>" if key == "trained_betas" and value is not None else value
              for key, value in config.items()}
     return ", ".join(f"{key}={value}" for key, value in shown.items())
+
+
+def _format_prompt(provenance: dict) -> str:
+    """Where a stored prompt embedding came from: the prompt, the text encoder and its weights' sha256."""
+    return (
+        f"prompt {provenance.get('prompt')!r} embedded by {provenance.get('text_encoder')} "
+        f"({provenance.get('text_encoder_weights')}, sha256 {provenance.get('text_encoder_sha256', '')[:16]}), "
+        f"{provenance.get('tokens')} tokens"
+    )
 
 
 def describe_bundle(path: str | Path) -> str:
