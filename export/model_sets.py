@@ -26,7 +26,9 @@ public diffusers pipeline folder (:data:`PUBLIC_PIPELINES`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -290,8 +292,48 @@ def register_model_set(name: str, factory: Callable[[], ModelSet]) -> None:
     MODEL_SETS[name] = factory
 
 
-def load_model_set(name: str | Path) -> ModelSet:
-    """A registered model set by name, or a model-set folder, or a public pipeline folder or hub id."""
+def load_model_set(name: str | Path, vae: str | Path | None = None) -> ModelSet:
+    """A registered model set by name, or a model-set folder, or a public pipeline folder or hub id;
+    with ``vae`` (an autoencoder folder or hub id), its autoencoder replaced (:func:`with_vae`)."""
+    models = _load_model_set(name)
+    return models if vae is None else with_vae(models, vae)
+
+
+# The latent geometry and scale a replacement autoencoder must share with the one it replaces.
+VAE_COMPATIBILITY = ("image_channels", "latent_channels", "downsample", "scaling_factor", "shift_factor")
+
+
+def with_vae(models: ModelSet, source: str | Path) -> ModelSet:
+    """``models`` with the autoencoder folder (or hub id) ``source`` in each autoencoder role (``vae``,
+    ``sr_vae``) of the same latent geometry: image and latent channels, downsampling factor.
+
+    The UNets were trained on latents ``z = s·(μ − shift)`` of the autoencoder they came with, so
+    a replacement must also have its ``scaling_factor`` and ``shift_factor`` (e.g. sd-vae-ft-mse
+    for Stable Diffusion 1.x); anything else is a one-line :class:`UserError` naming the mismatch.
+    """
+    vae = load_autoencoder(source)
+    new = autoencoder_meta(vae)
+    current = {role: autoencoder_meta(models.networks[role]) for role in ("vae", "sr_vae") if role in models.networks}
+    if not current:
+        raise UserError(f"model set '{models.name}' has no autoencoder for --vae to replace; it is for the latent methods")
+    geometry = VAE_COMPATIBILITY[:3]
+    roles = [role for role, meta in current.items() if all(meta[key] == new[key] for key in geometry)]
+    if not roles:
+        found = "; ".join(f"{role}: " + ", ".join(f"{key} {meta[key]}" for key in geometry) for role, meta in current.items())
+        wanted = ", ".join(f"{key} {new[key]}" for key in geometry)
+        raise UserError(f"--vae {source} has {wanted}, which fits no autoencoder of model set '{models.name}' ({found})")
+    for role in roles:
+        for key in VAE_COMPATIBILITY[3:]:
+            if not math.isclose(current[role][key], new[key], rel_tol=1e-6):
+                raise UserError(
+                    f"--vae {source} has {key} {new[key]}, but the UNets of model set '{models.name}' were trained on "
+                    f"latents with its {role}'s {current[role][key]}; use an autoencoder with the same latent scale"
+                )
+    networks = {**models.networks, **dict.fromkeys(roles, vae)}
+    return dataclasses.replace(models, name=f"{models.name}+vae:{Path(str(source)).name}", networks=networks)
+
+
+def _load_model_set(name: str | Path) -> ModelSet:
     if str(name) in MODEL_SETS:
         return MODEL_SETS[str(name)]()
     if not Path(name).expanduser().exists() and "/" not in str(name):

@@ -88,11 +88,16 @@ def empty_prompt_embedding(root: Path, index: dict) -> PromptEmbedding:
     weights = next((root / "text_encoder" / name for name in TEXT_ENCODER_WEIGHTS if (root / "text_encoder" / name).is_file()), None)
     if weights is None:
         raise UserError(f"{root / 'text_encoder' / TEXT_ENCODER_WEIGHTS[0]} not found; the text encoder has no weights")
+    progress_bar = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # a CLI prints one line per problem, nothing else
     try:
         tokenizer = getattr(transformers, tokenizer_class).from_pretrained(root / "tokenizer")
         encoder = getattr(transformers, encoder_class).from_pretrained(root / "text_encoder").eval()
     except (OSError, ValueError, TypeError) as error:
         raise UserError(f"cannot load the text encoder or tokenizer of {root} ({error})") from None
+    finally:
+        if progress_bar:
+            transformers.utils.logging.enable_progress_bar()
     tokens = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
     mask = tokens.attention_mask if getattr(encoder.config, "use_attention_mask", False) else None
     with torch.no_grad():

@@ -261,3 +261,34 @@ def test_build_makes_a_bundle_that_info_describes(method, tmp_path, capsys):
     spec = Bundle.open(bundle).spec(unet)
     assert spec.meta["prompt"]["text_encoder_sha256"] == digest
     assert [t.name for t in spec.inputs][:2] == (["latent", "timestep"] if method == "reld" else ["latent", "lr_image"])
+
+
+def test_vae_override_replaces_the_autoencoder_of_the_same_geometry_and_scale(sd_reference, tmp_path):
+    """``--vae`` (e.g. sd-vae-ft-mse for SD 1.x): same config, other weights; the encoder is then the new VAE's."""
+    torch.manual_seed(9)
+    tiny_kl(4, 0.18215).save_pretrained(tmp_path / "vae-ft")
+    models = load_model_set(sd_reference, vae=tmp_path / "vae-ft")
+    assert models.name == "sd+vae:vae-ft"
+    replacement = AutoencoderKL.from_pretrained(tmp_path / "vae-ft")
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = replacement.encode(2 * image - 1).latent_dist.mode() * 0.18215
+        torch.testing.assert_close(models.wrapper("encoder", "reld")(image), expected)
+    assert models.networks["unet"] is not None and "unet" in models.prompts
+
+
+@pytest.mark.parametrize(
+    ("blocks", "scaling_factor", "expected"),
+    [
+        (4, 0.13025, "has scaling_factor 0.13025, but the UNets of model set 'sd' were trained on latents with its vae's 0.18215"),
+        (3, 0.18215, "has image_channels 3, latent_channels 4, downsample 4, which fits no autoencoder of model set 'sd'"),
+    ],
+)
+def test_vae_override_of_another_scale_or_geometry_is_a_one_line_error(sd_reference, tmp_path, capsys, blocks,
+                                                                        scaling_factor, expected):
+    tiny_kl(blocks, scaling_factor).save_pretrained(tmp_path / "other-vae")
+    args = ["export", "--method", "reld", "--model-set", str(sd_reference), "--vae", str(tmp_path / "other-vae"),
+            "-o", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and expected in err, err

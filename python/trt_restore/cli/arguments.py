@@ -28,6 +28,16 @@ def add_model_set_argument(parser: argparse.ArgumentParser | argparse._ActionsCo
     parser.add_argument("--model-set", metavar="NAME|FOLDER", help=MODEL_SET_HELP.format(purpose=purpose))
 
 
+def add_vae_argument(parser: argparse.ArgumentParser) -> None:
+    """``--vae``: an autoencoder folder (or hub id) in place of the model set's, of the same latent geometry and scale."""
+    parser.add_argument(
+        "--vae",
+        metavar="FOLDER",
+        help="an AutoencoderKL/VQModel/AutoencoderTiny folder or hub id (e.g. a sd-vae-ft-mse folder) to use instead "
+        "of the model set's autoencoder; it must have the same latent channels, downsampling and scaling_factor",
+    )
+
+
 def add_model_source_arguments(parser: argparse.ArgumentParser) -> None:
     """``--engine`` or ``--model-set``, one of them: what ``restore`` and ``serve`` run."""
     models = parser.add_mutually_exclusive_group()

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..jobs.timing import stage
 from ..methods import BUNDLE_BACKENDS, METHODS, BundleBackend
-from .arguments import add_model_set_argument, model_set_name, positive_int
+from .arguments import add_model_set_argument, add_vae_argument, model_set_name, positive_int
 from .export import megabytes
 from .parser import Subcommand
 
@@ -21,6 +21,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     size = {"type": positive_int, "nargs": 2, "metavar": ("H", "W")}
     parser.add_argument("--method", choices=METHODS, required=True, help="the method to build")
     add_model_set_argument(parser, "build")
+    add_vae_argument(parser)
     parser.add_argument(
         "--backend",
         choices=BUNDLE_BACKENDS,
@@ -67,7 +68,7 @@ def run_build(args: argparse.Namespace) -> int:
         raise UserError(f"cannot write {args.output}: folder {args.output.parent} does not exist; create it first")
     precision = args.precision or BUILD_BACKEND_PRECISION[args.backend]
     with stage("load model set"):
-        model_set = load_model_set(model_set_name(args))
+        model_set = load_model_set(model_set_name(args), vae=args.vae)
     with tempfile.TemporaryDirectory(prefix="trt-restore-build-") as folder:
         with stage("export"):
             components = export_method(

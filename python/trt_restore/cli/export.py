@@ -8,13 +8,14 @@ from pathlib import Path
 from ..errors import UserError
 from ..jobs.timing import stage
 from ..methods import METHODS
-from .arguments import add_model_set_argument, model_set_name, positive_int
+from .arguments import add_model_set_argument, add_vae_argument, model_set_name, positive_int
 from .parser import Subcommand
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS, required=True, help="the method whose components to export")
     add_model_set_argument(parser, "export")
+    add_vae_argument(parser)
     parser.add_argument("--precision", default="fp32", help="fp32 (default) or fp16 (normalisations kept in fp32)")
     parser.add_argument(
         "--size",
@@ -38,7 +39,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.output.is_dir():
         raise UserError(f"{args.output} is a file; give a folder for the ONNX graphs with -o")
     with stage("load model set"):
-        model_set = load_model_set(model_set_name(args))
+        model_set = load_model_set(model_set_name(args), vae=args.vae)
     args.output.mkdir(parents=True, exist_ok=True)
     with stage("export"):
         exported = export_method(
