@@ -451,13 +451,22 @@ def test_is_out_of_memory(error, expected):
     assert is_out_of_memory(error) is expected
 
 
-def test_out_of_memory_twice_says_to_pass_a_smaller_tile(inputs, cpu_bundle, tmp_path, monkeypatch, capsys):
+def test_out_of_memory_halves_the_tile_that_failed_until_it_fits(inputs, tmp_path, monkeypatch, caplog):
+    """A 2048-pixel tile that runs out of memory is retried on 1024, then 512, not from the default tile."""
     calls: list[int | None] = []
     monkeypatch.setattr(trt_restore.api, "restore", out_of_memory_after(calls, 2, MemoryError()))
+    assert restore(inputs / FIRST, "--tile", "2048", "-o", tmp_path / "x.png") == 0
+    assert calls == [2048, 1024, 512]
+    assert "retrying with --tile 1024" in caplog.text and "retrying with --tile 512" in caplog.text
+
+
+def test_out_of_memory_on_the_smallest_tile_says_to_pass_a_smaller_tile(inputs, cpu_bundle, tmp_path, monkeypatch, capsys):
+    calls: list[int | None] = []
+    monkeypatch.setattr(trt_restore.api, "restore", out_of_memory_after(calls, 99, MemoryError()))
     arguments = [*WITH_BUNDLE, "--engine", str(cpu_bundle), "--tile", "32", str(inputs / FIRST)]
     assert main(["restore", *arguments, "-o", str(tmp_path / "x.png")]) == 2
-    assert calls == [32, 16]
-    expected = f"out of memory restoring {inputs / FIRST} with --tile 16; pass a smaller --tile"
+    assert calls == [32, 16, 8]  # two size multiples (4) of the tiny networks at the least
+    expected = f"out of memory restoring {inputs / FIRST} with --tile 8; pass a smaller --tile"
     assert expected in single_line_error(capsys)
     assert files_in(tmp_path) == []
 

@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from ..methods import Backend
+from ..methods import Backend, InferencePrecision
 from .timing import stage
 
 if TYPE_CHECKING:
     from ..pipelines import Models
 
-FIRST_RETRY_TILE = 512
-"""The largest tile (image pixels) of the retry after running out of memory."""
 MIN_TILE_MULTIPLES = 2
 """Tiles span at least this many of the networks' size multiples (their overlap is one multiple)."""
 
@@ -37,6 +35,8 @@ class EngineSource:
     threads: int | None
     adapt: bool
     scale: int
+    precision: InferencePrecision | None = None
+    """The openvino backend's arithmetic (None: a bundle's, else auto)."""
 
     def __call__(self, size: tuple[int, int], tile: int | None) -> tuple[str, Models]:
         from ..api import load_models
@@ -52,6 +52,7 @@ class EngineSource:
             threads=self.threads,
             adapt=self.adapt,
             tile=tile,
+            precision=self.precision,
         )
 
     def cache(self, tile: int | None) -> EngineCache:
@@ -125,10 +126,10 @@ class EngineCache:
         return {} if self._models is None else self._models.timings
 
     def use_smaller_tiles(self, size: tuple[int, int]) -> int | None:
-        """Halve the tiles for the next :meth:`get`: from the engines' current tile, or from the
-        image's canvas when they run untiled, at most :data:`FIRST_RETRY_TILE`, rounded down to
-        the networks' size multiple, and close the engines. Returns the new tile, None when the
-        tiles cannot shrink (the engines stay loaded)."""
+        """Halve the tiles for the next :meth:`get`: the engines' current tile (the one that
+        failed), or the image's canvas when they run untiled, rounded down to the networks' size
+        multiple, and close the engines. Returns the new tile, None when the tiles cannot shrink
+        (the engines stay loaded)."""
         from ..api import size_multiple
         from ..runtime.tiling import TiledEngine
 
@@ -136,7 +137,7 @@ class EngineCache:
         tiles = [min(engine.tile) for engine in engines if isinstance(engine, TiledEngine) and not engine.static]
         current = min(tiles, default=max(self._canvas_for(size)))
         multiple = size_multiple(self._models)
-        smaller = min(FIRST_RETRY_TILE, current // 2) // multiple * multiple
+        smaller = current // 2 // multiple * multiple
         if smaller < MIN_TILE_MULTIPLES * multiple:
             return None
         self.tile = smaller

@@ -1,4 +1,4 @@
-"""One image restored on a cache's engines, retried once on smaller tiles when memory runs out."""
+"""One image restored on a cache's engines, retried on ever smaller tiles while memory runs out."""
 
 from __future__ import annotations
 
@@ -22,14 +22,16 @@ log = logging.getLogger(__name__)
 def restore_with_retry(
     request: RestoreRequest, image: Image, engines: EngineCache, callback: StepCallback
 ) -> torch.Tensor:
-    """Restore one image; when memory runs out, retry once on smaller tiles, which the rest of the batch keeps.
+    """Restore one image; each time memory runs out, retry on tiles half the size of those that
+    failed, which the rest of the batch keeps.
 
-    The engines that ran out of memory are closed, and their memory given back, before the new ones load.
-    A second failure is a :class:`UserError` that says to pass a smaller ``--tile``.
+    The engines that ran out of memory are closed, and their memory given back, before the new
+    ones load. When the tiles cannot shrink further (two size multiples of the networks), the
+    failure is a :class:`UserError` that says what else to try.
     """
     size = request.output_size(image)
     restored = _run_unless_out_of_memory(request, image, engines.get(size), callback)
-    if restored is None and (tile := engines.use_smaller_tiles(size)) is not None:
+    while restored is None and (tile := engines.use_smaller_tiles(size)) is not None:
         free_cached_memory()
         log.warning(
             "out of memory restoring %s; retrying with --tile %d for it and the remaining images", image.path, tile
