@@ -14,105 +14,36 @@ import json
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers", reason="Stable Diffusion folders need transformers (the sd extra)")
+pytest.importorskip("transformers", reason="Stable Diffusion folders need transformers (the sd extra)")
 
-from diffusers import (
-    AutoencoderKL,
-    DDIMScheduler,
-    DDPMScheduler,
-    PNDMScheduler,
-    StableDiffusionPipeline,
-    StableDiffusionUpscalePipeline,
-    UNet2DConditionModel,
-)
+from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionUpscalePipeline
 from trt_restore import restore
 from trt_restore.cli import main
 from trt_restore.errors import UserError
 from trt_restore.export.model_sets import MODEL_SETS, PUBLIC_PIPELINES, ModelSet, load_model_set
 from trt_restore.export.onnx_export import export_component
 from trt_restore.export.prompt import PromptEmbedding
+from trt_restore.export.tiny import tiny_autoencoder_kl, tiny_sd_folder, tiny_sd_upscaler_folder
 from trt_restore.metrics import psnr
 from trt_restore.pipelines.schedule import scheduler_config
 from trt_restore.runtime.bundle import Bundle
 from trt_restore.runtime.onnxruntime_backend import OnnxRuntimeEngine
 
-TEXT_WIDTH = 32
-VOCAB = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "b</w>": 3, "a": 4, "b": 5}
-
-
-def tiny_text_encoder(tmp_path) -> tuple[transformers.CLIPTokenizer, transformers.CLIPTextModel]:
-    """A CLIP tokenizer on a six-token vocabulary (no merges) and a two-layer CLIP text encoder."""
-    (tmp_path / "vocab.json").write_text(json.dumps(VOCAB))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = transformers.CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), model_max_length=77)
-    config = transformers.CLIPTextConfig(
-        vocab_size=len(VOCAB), hidden_size=TEXT_WIDTH, intermediate_size=37, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    )
-    return tokenizer, transformers.CLIPTextModel(config).eval()
-
-
-def tiny_condition_unet(in_channels: int, **extra) -> UNet2DConditionModel:
-    """SD's UNet layout (cross-attention blocks, linear projections) at small widths."""
-    return UNet2DConditionModel(
-        in_channels=in_channels, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_WIDTH, norm_num_groups=8, attention_head_dim=(2, 4), use_linear_projection=True,
-        **extra,
-    ).eval()
+SD_VERSIONS = ("1", "2-v")  # SD 1.x (PNDMScheduler config, ε) and SD 2.x 768 (DDIMScheduler, v prediction)
 
 
 def tiny_kl(blocks: int, scaling_factor: float) -> AutoencoderKL:
-    return AutoencoderKL(
-        block_out_channels=(16, 32, 32, 32)[:blocks], down_block_types=("DownEncoderBlock2D",) * blocks,
-        up_block_types=("UpDecoderBlock2D",) * blocks, latent_channels=4, norm_num_groups=8, layers_per_block=1,
-        scaling_factor=scaling_factor,
-    ).eval()
+    return tiny_autoencoder_kl(2 ** (blocks - 1), 4, seed=9, scaling_factor=scaling_factor)
 
 
-SD_SCHEDULERS = {
-    # SD 1.x: PNDMScheduler config (no clip_sample key: PNDM never clips), ε prediction
-    "sd1": lambda: PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                 set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1),
-    # SD 2.x 768: DDIMScheduler with v prediction
-    "sd2-v": lambda: DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                   clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-                                   prediction_type="v_prediction"),
-}
-
-
-def sd_folder(path, variant: str):
-    torch.manual_seed(0)
-    tokenizer, text_encoder = tiny_text_encoder(path.parent)
-    StableDiffusionPipeline(
-        vae=tiny_kl(4, 0.18215), text_encoder=text_encoder, tokenizer=tokenizer, unet=tiny_condition_unet(4),
-        scheduler=SD_SCHEDULERS[variant](), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    ).save_pretrained(path)
-    return path
-
-
-def upscaler_folder(path):
-    torch.manual_seed(0)
-    tokenizer, text_encoder = tiny_text_encoder(path.parent)
-    StableDiffusionUpscalePipeline(
-        vae=tiny_kl(3, 0.08333), text_encoder=text_encoder, tokenizer=tokenizer,
-        unet=tiny_condition_unet(7, num_class_embeds=1000),
-        low_res_scheduler=DDPMScheduler(beta_schedule="linear", beta_start=0.0001, beta_end=0.02),
-        scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                                set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction"),
-        max_noise_level=350,
-    ).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module", params=list(SD_SCHEDULERS))
+@pytest.fixture(scope="module", params=SD_VERSIONS)
 def sd_reference(request, tmp_path_factory):
-    return sd_folder(tmp_path_factory.mktemp(request.param) / "sd", request.param)
+    return tiny_sd_folder(tmp_path_factory.mktemp(request.param) / "sd", request.param)
 
 
 @pytest.fixture(scope="module")
 def upscaler_reference(tmp_path_factory):
-    return upscaler_folder(tmp_path_factory.mktemp("upscaler") / "x4")
+    return tiny_sd_upscaler_folder(tmp_path_factory.mktemp("upscaler") / "x4")
 
 
 def onnx_matches_torch(wrapper, tmp_path, size=(32, 32)) -> None:
@@ -244,7 +175,10 @@ def test_build_makes_a_bundle_that_info_describes(method, tmp_path, capsys):
     if importlib.util.find_spec("tensorrt_rtx") is None:
         pytest.skip("tensorrt_rtx is not installed; `pip install tensorrt-rtx` to test the TensorRT build")
     (tmp_path / "folder").mkdir()
-    folder = sd_folder(tmp_path / "folder" / "sd", "sd2-v") if method == "reld" else upscaler_folder(tmp_path / "folder" / "x4")
+    folder = (
+        tiny_sd_folder(tmp_path / "folder" / "sd", "2-v") if method == "reld"
+        else tiny_sd_upscaler_folder(tmp_path / "folder" / "x4")
+    )
     bundle = tmp_path / f"{method}.plan"
     profile = ("--min", "32", "32", "--opt", "32", "32", "--max", "64", "64", "--batch", "1", "1", "1")
     assert main(["build", "--method", method, "--model-set", str(folder), *profile, "--compute-capability", "8.6",
@@ -265,7 +199,6 @@ def test_build_makes_a_bundle_that_info_describes(method, tmp_path, capsys):
 
 def test_vae_override_replaces_the_autoencoder_of_the_same_geometry_and_scale(sd_reference, tmp_path):
     """``--vae`` (e.g. sd-vae-ft-mse for SD 1.x): same config, other weights; the encoder is then the new VAE's."""
-    torch.manual_seed(9)
     tiny_kl(4, 0.18215).save_pretrained(tmp_path / "vae-ft")
     models = load_model_set(sd_reference, vae=tmp_path / "vae-ft")
     assert models.name == "sd+vae:vae-ft"
