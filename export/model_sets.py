@@ -53,6 +53,7 @@ from .components import (
     SRDenoiser,
     autoencoder_meta,
 )
+from .group_stats import GroupStats, has_group_norm
 from .models import (
     SCHEDULER_FILE,
     load_autoencoder,
@@ -149,13 +150,19 @@ class ModelSet:
     def _downsample(self, vae_role: str) -> int:
         return autoencoder_meta(self.network(vae_role))["downsample"]
 
-    def wrapper(self, component: str, method: str | None = None) -> Component:
+    def wrapper(self, component: str, method: str | None = None, *, group_stats: bool = False) -> Component:
         """The component wrapper (an ``nn.Module`` with ``.spec``) for ``component`` as ``method`` uses it.
 
         The autoencoder is ``sr_vae`` for the methods built on the SR UNet (``ldm-sr``,
         ``ddrm-ldm``) and ``vae`` otherwise; the INN is ``inn_latent`` for
-        ``indigo-latent`` and ``inn_pixel`` otherwise.
+        ``indigo-latent`` and ``inn_pixel`` otherwise. ``group_stats`` gives a network with
+        GroupNorms the whole-image statistics interface of :class:`.group_stats.GroupStats`,
+        which the engines of tiled runs need.
         """
+        wrapper = self._wrapper(component, method)
+        return GroupStats(wrapper) if group_stats and has_group_norm(wrapper) else wrapper
+
+    def _wrapper(self, component: str, method: str | None) -> Component:
         if component not in COMPONENTS:
             raise UserError(f"unknown component '{component}'; choose one of: {', '.join(COMPONENTS)}")
         if method is not None:

@@ -118,7 +118,7 @@ def export_method(
     for component in components_for(method):
         path = out_dir / f"{component}.onnx"
         spec = export_component(
-            model_set.wrapper(component, method), path, precision=precision, opset=opset, example_size=example_size
+            model_set.wrapper(component, method, group_stats=True), path, precision=precision, opset=opset, example_size=example_size
         )
         exported[component] = (path, spec)
     return exported

@@ -93,7 +93,7 @@ def load_models(
     from .export.model_sets import load_model_set
 
     models = load_model_set(model_set)
-    wrappers = {name: models.wrapper(name, method) for name in components_for(method)}
+    wrappers = {name: models.wrapper(name, method, group_stats=True) for name in components_for(method)}
     tile = DEFAULT_TILES["onnxruntime" if backend == "onnxruntime" else "torch"] if tile is None else tile
     if backend == "onnxruntime":
         multiple = math.lcm(scale, *(w.spec.multiple for w in wrappers.values()))
@@ -114,18 +114,26 @@ def tiled(engines: dict, tile: int | None) -> dict:
     """Engines wrapped to run on overlapping tiles where the image exceeds ``tile`` or the graph is static.
 
     The decoder uses the decoder VJP's tiles when that graph is static, so that the VJP stays
-    the exact adjoint of the tiled decoder.
+    the exact adjoint of the tiled decoder (at the decoder's whole-image GroupNorm statistics,
+    which the VJP takes from it).
     """
-    from .runtime.tiling import TiledEngine, tile_for
+    from .runtime.tiling import TiledEngine, tile_for, whole
 
     plans = {name: tile_for(engine.spec, tile) for name, engine in engines.items()}
     if "decoder" in engines and plans.get("decoder_vjp"):
         plans["decoder"] = plans["decoder_vjp"]
-    return {
-        name: engine if plans[name] is None
-        else TiledEngine(engine, *plans[name], adjoint_of="cotangent" if name == "decoder_vjp" else None)
+    wrapped = {
+        name: whole(engine) if plans[name] is None else TiledEngine(engine, *plans[name])
         for name, engine in engines.items()
+        if name != "decoder_vjp"
     }
+    if "decoder_vjp" in engines:
+        vjp, decoder = engines["decoder_vjp"], wrapped.get("decoder")
+        source = decoder if isinstance(decoder, TiledEngine) and decoder.group_stats else None
+        wrapped["decoder_vjp"] = whole(vjp) if plans["decoder_vjp"] is None else TiledEngine(
+            vjp, *plans["decoder_vjp"], adjoint_of="cotangent", statistics_from=source
+        )
+    return {name: wrapped[name] for name in engines}
 
 
 def _models_from_bundle(method, engine, backend, device, threads, tile) -> tuple[str, Models]:

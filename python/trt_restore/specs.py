@@ -67,3 +67,24 @@ class ComponentSpec:
             multiple=data.get("multiple", 1),
             meta=dict(data.get("meta", {})),
         )
+
+
+GROUP_STATS_INPUT, STATS_WEIGHT_INPUT, TILE_STATS_OUTPUT = "group_stats", "stats_weight", "tile_stats"
+"""The tensors of a graph with whole-image GroupNorm statistics (``export/group_stats.py``)."""
+
+
+def has_group_stats(spec: ComponentSpec) -> bool:
+    """Whether the graph takes whole-image GroupNorm statistics (and reports its tile's)."""
+    return any(t.name == GROUP_STATS_INPUT for t in spec.inputs)
+
+
+def without_group_stats(spec: ComponentSpec) -> ComponentSpec:
+    """``spec`` as its callers see it: without the GroupNorm statistics tensors."""
+    extra = (GROUP_STATS_INPUT, STATS_WEIGHT_INPUT, TILE_STATS_OUTPUT)
+    return ComponentSpec(
+        spec.name,
+        tuple(t for t in spec.inputs if t.name not in extra),
+        tuple(t for t in spec.outputs if t.name not in extra),
+        spec.multiple,
+        spec.meta,
+    )

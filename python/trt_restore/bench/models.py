@@ -92,7 +92,7 @@ class ModelCache:
         from ..pipelines import Models
         from ..runtime.torch_backend import TorchEngine
 
-        wrappers = {name: self.model_set.wrapper(name, method) for name in components_for(method)}
+        wrappers = {name: self.model_set.wrapper(name, method, group_stats=True) for name in components_for(method)}
         engines = {name: TorchEngine(HalfPrecision(w, fused_attention=True), w.spec) for name, w in wrappers.items()}
         return Models(tiled(engines, self.config.tile))
 

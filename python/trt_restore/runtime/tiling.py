@@ -17,18 +17,27 @@ Graphs with static shapes (``decoder_vjp``) always get tiles of exactly their si
 image smaller than a tile is padded (replicated inputs, zero cotangent) and cropped.
 
 Tiling is seamless for networks whose receptive field fits in the overlap (40+ dB), but
-not exact for the diffusers networks, whose GroupNorm statistics and mid-block
-self-attention span the whole input: a tile sees its own. A 256×256 restoration on
-128-pixel tiles differs from the untiled one by 29-33 dB PSNR (bundled models; 17-33 dB
-with the random tiny ones; RELD's denoising, which leans on the observation, 47 dB), and
-a wider overlap does not change that (0.5 instead of 0.25 of the tile: ±0.5 dB). GroupNorm is the main cause: with whole-image statistics in
-every GroupNorm (the two-pass scheme of tiled VAEs; measured by normalising each tile
-with the statistics of an untiled pass) the same restorations agree to 57 dB (ddrm),
-43 (ddrm-ldm), 42 (reld, indigo-pixel), 38 (ldm-sr) and 35 (indigo-latent), the rest
-being the global self-attention of the VAE and latent UNets. That scheme needs every
-GroupNorm's statistics as graph inputs and outputs (partial sums per tile, reduced
-between passes), which the exported graphs do not have yet. Images up to ``tile`` run
-whole, so the default tiles (``api.DEFAULT_TILES``) are a memory bound, not a quality setting.
+not for the diffusers networks as they are: every GroupNorm would normalise a tile with
+the tile's own statistics (the main cause of tile-to-tile shifts of colour and contrast:
+29-33 dB between a tiled and an untiled 256×256 restoration on 128-pixel tiles), and the
+mid-block self-attention sees one tile. Graphs exported with whole-image GroupNorm
+statistics (``export/group_stats.py``: the statistics in, the tile's out) run in two
+passes, on every backend alike:
+
+1. every tile runs normalised with its own statistics and reports, for each group,
+   ``(n_i, μ_i, v_i)`` weighted by ``ŵ_i`` (zero on padding), so that each image pixel
+   counts once; :func:`combine_stats` reduces them exactly to the whole image's;
+2. every tile runs again, normalised with those.
+
+Pass 1 is exact for the first GroupNorm and approximate after it (the layers before see
+tile statistics), and it costs one more run of each tile: twice the time of a tiled call,
+the same peak memory (one tile at a time, plus ``3·G`` numbers per image). On the bundled
+VAE at 256×256 with 128-pixel tiles it lifts the encoder from 33 to 46 dB and the decoder
+from 30 to 40 dB against the untiled network (normalising with the untiled run's own
+statistics: 55 and 43 dB). The decoder VJP takes pass 1 from the decoder (same tiles,
+remembered for the last latent) and is the adjoint of the tiled decoder at those frozen
+statistics. Images up to ``tile`` run whole, so the default tiles
+(``api.DEFAULT_TILES``) are a memory bound, not a quality setting.
 """
 
 from __future__ import annotations
@@ -37,7 +46,14 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from ..specs import ComponentSpec
+from ..specs import (
+    GROUP_STATS_INPUT,
+    STATS_WEIGHT_INPUT,
+    TILE_STATS_OUTPUT,
+    ComponentSpec,
+    has_group_stats,
+    without_group_stats,
+)
 from .engine import Engine
 
 
@@ -75,16 +91,83 @@ def spatial_divisors(spec: ComponentSpec) -> dict[str, int]:
     return divisors
 
 
-class TiledEngine(Engine):
-    """``inner`` on overlapping ``tile``-sized pieces when the image is larger (or the graph is static)."""
+def combine_stats(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Whole-image ``(n, μ, v)`` per group from the tiles' ``(n_i, μ_i, v_i)``, each (B, 3, G), in float64:
 
-    def __init__(self, inner: Engine, tile: tuple[int, int], overlap: int, *, adjoint_of: str | None = None):
-        super().__init__(inner.spec, inner.device)
+        n = Σ n_i,   μ = Σ n_i μ_i / n,   v = Σ n_i (v_i + (μ_i − μ)²) / n
+    """
+    stacked = torch.stack(parts).double()
+    n, mean, var = stacked[:, :, 0], stacked[:, :, 1], stacked[:, :, 2]
+    total = n.sum(0)
+    whole_mean = (n * mean).sum(0) / total
+    whole_var = (n * (var + (mean - whole_mean) ** 2)).sum(0) / total
+    return torch.stack((total, whole_mean, whole_var), 1).float()
+
+
+class OwnStatistics(Engine):
+    """``inner`` (a graph with GroupNorm statistics inputs) on whole images, each normalised
+    with its own statistics (``n = 0``), as a plain GroupNorm does."""
+
+    def __init__(self, inner: Engine):
+        super().__init__(without_group_stats(inner.spec), inner.device)
+        self.inner = inner
+        self.backend = inner.backend
+        self.groups = inner.spec.meta["group_stats"]
+        self.divisor = spatial_divisors(inner.spec)[STATS_WEIGHT_INPUT]  # the finest grid's
+
+    def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.check_open()
+        divisors = spatial_divisors(self.inner.spec)
+        name = next(t.name for t in self.spec.inputs if t.name in divisors)  # an image-shaped input
+        value, scale = inputs[name], divisors[name] // self.divisor
+        grid = (value.shape[0], 1, value.shape[-2] * scale, value.shape[-1] * scale)
+        outputs = self.inner(
+            **inputs, **{GROUP_STATS_INPUT: torch.zeros(value.shape[0], 3, self.groups), STATS_WEIGHT_INPUT: torch.ones(grid)}
+        )
+        outputs.pop(TILE_STATS_OUTPUT)
+        return outputs
+
+    def _run(self, feeds, sizes):
+        raise NotImplementedError("OwnStatistics overrides __call__ and never reaches _run")
+
+    def _release(self) -> None:
+        self.inner.close()
+
+
+def whole(engine: Engine) -> Engine:
+    """``engine`` for whole images: :class:`OwnStatistics` where it takes GroupNorm statistics."""
+    return OwnStatistics(engine) if has_group_stats(engine.spec) else engine
+
+
+class TiledEngine(Engine):
+    """``inner`` on overlapping ``tile``-sized pieces when the image is larger (or the graph is static).
+
+    When ``inner`` takes whole-image GroupNorm statistics (:func:`~trt_restore.specs.has_group_stats`),
+    a tiled call makes two passes: :meth:`statistics` runs every tile to gather them, then the
+    tiles run again normalised with them. ``statistics_from`` takes pass 1 from another engine
+    with the same tiles and GroupNorms (the decoder VJP from the decoder), which remembers the
+    statistics of its last inputs.
+    """
+
+    def __init__(
+        self,
+        inner: Engine,
+        tile: tuple[int, int],
+        overlap: int,
+        *,
+        adjoint_of: str | None = None,
+        statistics_from: TiledEngine | None = None,
+    ):
+        super().__init__(without_group_stats(inner.spec), inner.device)
         self.inner = inner
         self.backend = inner.backend
         self.tile = tile
         self.overlap = overlap
         self.adjoint_input = adjoint_of
+        self.group_stats = has_group_stats(inner.spec)
+        self.untiled = whole(inner)
+        self.statistics_source = statistics_from or self
+        self._last_statistics: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None
         self.divisors = spatial_divisors(inner.spec)
         self.static = all(isinstance(d, int) for t in inner.spec.inputs for d in t.shape)
         multiple = max(inner.spec.multiple, max(self.divisors.values(), default=1))
@@ -102,7 +185,7 @@ class TiledEngine(Engine):
         self.check_open()
         height, width = self._image_size(inputs)
         if not self.static and height <= self.tile[0] and width <= self.tile[1]:
-            return self.inner(**inputs)
+            return self.untiled(**inputs)
         return self._tiled(inputs, height, width)
 
     def _run(self, feeds, sizes):
@@ -118,32 +201,81 @@ class TiledEngine(Engine):
                 return value.shape[-2] * d, value.shape[-1] * d
         raise UserError(f"component '{self.spec.name}' has no image-shaped input to tile")
 
-    def _tiled(self, inputs, height, width) -> dict[str, torch.Tensor]:
+    def _tiles(self, height: int, width: int):
+        """The canvas, and each tile's ``(top, left, w_i, ŵ_i)``: its blend weight, and that weight
+        normalised to sum to one over the tiles and zero on the canvas's padding."""
         tile_h, tile_w = self.tile
         canvas_h, canvas_w = max(height, tile_h), max(width, tile_w)
-        inputs = {name: self._pad(name, value, canvas_h, canvas_w) for name, value in inputs.items()}
-        outputs: dict[str, torch.Tensor] = {}
-        totals: dict[str, torch.Tensor] = {}
         rows, cols = tile_starts(canvas_h, tile_h, self.overlap), tile_starts(canvas_w, tile_w, self.overlap)
-        total = self._total(rows, cols, canvas_h, canvas_w) if self.adjoint_input is not None else None
+        total = torch.zeros(canvas_h, canvas_w, device=self.device)
+        for top in rows:
+            for left in cols:
+                total[top : top + tile_h, left : left + tile_w] += self._weight(top, left, canvas_h, canvas_w)
+        total[height:], total[:, width:] = torch.inf, torch.inf
+        tiles = []
         for top in rows:
             for left in cols:
                 weight = self._weight(top, left, canvas_h, canvas_w)
-                piece = {name: self._cut(name, value, top, left) for name, value in inputs.items()}
-                if total is not None:
-                    normalised = weight / total[top : top + tile_h, left : left + tile_w]
-                    piece[self.adjoint_input] = piece[self.adjoint_input] * normalised
-                for name, value in self.inner(**piece).items():
-                    d = self.divisors.get(name)
-                    if d is None:
-                        raise UserError(f"component '{self.spec.name}': output '{name}' cannot be tiled")
-                    if name not in outputs:
-                        outputs[name] = value.new_zeros(*value.shape[:-2], canvas_h // d, canvas_w // d)
-                        totals[name] = value.new_zeros(canvas_h // d, canvas_w // d)
-                    region = (slice(top // d, (top + tile_h) // d), slice(left // d, (left + tile_w) // d))
-                    w = torch.ones_like(value[0, 0]) if self.adjoint_input else self._resample(weight, d)
-                    outputs[name][(..., *region)] += value * w
-                    totals[name][region] += w
+                tiles.append((top, left, weight, weight / total[top : top + tile_h, left : left + tile_w]))
+        return (canvas_h, canvas_w), tiles
+
+    def _stats_feeds(self, piece, normalised, stats) -> dict[str, torch.Tensor]:
+        """``piece`` with the given statistics (zeros: its own) and its pixels' weight in them."""
+        if not self.group_stats:
+            return piece
+        weight = self._resample(normalised, self.divisors[STATS_WEIGHT_INPUT])
+        batch = next(iter(piece.values())).shape[0]
+        return {**piece, GROUP_STATS_INPUT: stats, STATS_WEIGHT_INPUT: weight.expand(batch, 1, *weight.shape)}
+
+    def statistics(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """Pass 1: the whole image's GroupNorm ``(n, μ, v)`` (B, 3, G) from every tile
+        normalised with its own (:func:`combine_stats`); the last inputs' are remembered."""
+        if self._last_statistics is not None:
+            last, stats = self._last_statistics
+            if last.keys() == inputs.keys() and all(
+                last[k].shape == v.shape and torch.equal(last[k], v.to(last[k].device)) for k, v in inputs.items()
+            ):
+                return stats
+        height, width = self._image_size(inputs)
+        (canvas_h, canvas_w), tiles = self._tiles(height, width)
+        padded = {name: self._pad(name, value, canvas_h, canvas_w) for name, value in inputs.items()}
+        batch = next(iter(inputs.values())).shape[0]
+        zeros = torch.zeros(batch, 3, self.inner.spec.meta["group_stats"])
+        parts = []
+        for top, left, _, normalised in tiles:
+            piece = {name: self._cut(name, value, top, left) for name, value in padded.items()}
+            parts.append(self.inner(**self._stats_feeds(piece, normalised, zeros))[TILE_STATS_OUTPUT])
+        stats = combine_stats(parts)
+        self._last_statistics = ({k: v.detach().clone() for k, v in inputs.items()}, stats)
+        return stats
+
+    def _tiled(self, inputs, height, width) -> dict[str, torch.Tensor]:
+        tile_h, tile_w = self.tile
+        stats = None
+        if self.group_stats:
+            source = self.statistics_source
+            stats = source.statistics(**{t.name: inputs[t.name] for t in source.spec.inputs})
+        (canvas_h, canvas_w), tiles = self._tiles(height, width)
+        inputs = {name: self._pad(name, value, canvas_h, canvas_w) for name, value in inputs.items()}
+        outputs: dict[str, torch.Tensor] = {}
+        totals: dict[str, torch.Tensor] = {}
+        for top, left, weight, normalised in tiles:
+            piece = {name: self._cut(name, value, top, left) for name, value in inputs.items()}
+            if self.adjoint_input is not None:
+                piece[self.adjoint_input] = piece[self.adjoint_input] * normalised
+            results = self.inner(**self._stats_feeds(piece, normalised, stats))
+            results.pop(TILE_STATS_OUTPUT, None)
+            for name, value in results.items():
+                d = self.divisors.get(name)
+                if d is None:
+                    raise UserError(f"component '{self.spec.name}': output '{name}' cannot be tiled")
+                if name not in outputs:
+                    outputs[name] = value.new_zeros(*value.shape[:-2], canvas_h // d, canvas_w // d)
+                    totals[name] = value.new_zeros(canvas_h // d, canvas_w // d)
+                region = (slice(top // d, (top + tile_h) // d), slice(left // d, (left + tile_w) // d))
+                w = torch.ones_like(value[0, 0]) if self.adjoint_input else self._resample(weight, d)
+                outputs[name][(..., *region)] += value * w
+                totals[name][region] += w
         return {
             name: (value if self.adjoint_input else value / totals[name])[..., : height // self.divisors[name], : width // self.divisors[name]]
             for name, value in outputs.items()
@@ -170,14 +302,6 @@ class TiledEngine(Engine):
         rows = ramp(self.tile[0], top, canvas_h, self.overlap, self.device)
         cols = ramp(self.tile[1], left, canvas_w, self.overlap, self.device)
         return rows[:, None] * cols[None, :]
-
-    def _total(self, rows: list[int], cols: list[int], canvas_h: int, canvas_w: int) -> torch.Tensor:
-        """``Σ_j P_jᵀ w_j`` on the image grid, which normalises the tiles' weights to ``ŵ_i``."""
-        total = torch.zeros(canvas_h, canvas_w, device=self.device)
-        for top in rows:
-            for left in cols:
-                total[top : top + self.tile[0], left : left + self.tile[1]] += self._weight(top, left, canvas_h, canvas_w)
-        return total
 
     @staticmethod
     def _resample(weight: torch.Tensor, divisor: int) -> torch.Tensor:
