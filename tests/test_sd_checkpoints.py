@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import shutil
 
 import pytest
 import torch
+from huggingface_hub import constants
 
 pytest.importorskip("transformers", reason="Stable Diffusion folders need transformers (the sd extra)")
 
@@ -225,3 +227,15 @@ def test_vae_override_of_another_scale_or_geometry_is_a_one_line_error(sd_refere
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+
+
+def test_a_hub_id_in_the_local_cache_is_a_model_set(upscaler_reference, tmp_path, monkeypatch):
+    """``--model-set owner/name`` finds a downloaded snapshot in the hub cache (nothing is fetched)."""
+    snapshot = tmp_path / "hub" / "models--tiny--sd-x4-upscaler" / "snapshots" / ("0" * 40)
+    shutil.copytree(upscaler_reference, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    from_hub = load_model_set("tiny/sd-x4-upscaler")
+    assert from_hub.meta["roles"]["sr_unet"] == load_model_set(upscaler_reference).meta["roles"]["sr_unet"]
