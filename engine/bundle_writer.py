@@ -17,7 +17,12 @@ from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 from trt_restore import __version__
 from trt_restore.errors import UserError
 from trt_restore.files import atomic_output
-from trt_restore.methods import BUNDLE_BACKENDS, BundleBackend, components_for
+from trt_restore.methods import (
+    BUNDLE_BACKENDS,
+    INFERENCE_PRECISIONS,
+    BundleBackend,
+    components_for,
+)
 from trt_restore.runtime.bundle import (
     FORMAT,
     FORMAT_VERSION,
@@ -120,13 +125,16 @@ def build_bundle(
     ``components`` maps each component name to its exported ONNX graph and spec.
     ``backend="tensorrt"`` builds one engine per component, for the (min, opt, max)
     image sizes ``profile`` (height, width) and batch sizes ``batch``;
-    ``backend="onnxruntime"`` stores the ONNX graphs instead, for CPU deployment.
+    ``backend="onnxruntime"`` stores the ONNX graphs instead, for CPU deployment;
+    ``backend="openvino"`` stores fp32 ONNX graphs and records ``precision`` (``auto``,
+    ``fp32`` or ``bf16``), the arithmetic OpenVINO compiles them to where the bundle runs.
     ``meta`` is the model set's metadata that the pipelines need.
     """
     if backend not in BUNDLE_BACKENDS:
         raise UserError(f"unknown backend '{backend}'; choose one of: {', '.join(BUNDLE_BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
+    allowed = INFERENCE_PRECISIONS if backend == "openvino" else PRECISIONS
+    if precision not in allowed:
+        raise UserError(f"unknown precision '{precision}' for {backend}; choose one of: {', '.join(allowed)}")
     missing = [name for name in components_for(method) if name not in components]
     if missing:
         raise UserError(f"method '{method}' needs components {', '.join(missing)}, which were not given; export them first")
@@ -155,7 +163,7 @@ def build_bundle(
             )
         else:
             entry = f"{name}.onnx"
-            entries[entry] = embedded_onnx(onnx_path, spec, precision)
+            entries[entry] = embedded_onnx(onnx_path, spec, "fp32" if backend == "openvino" else precision)
         records[name] = {
             "entry": entry,
             "spec": spec.to_json(),

@@ -39,10 +39,11 @@ def image_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(image_folder, tmp_path_factory):
-    """The harness through its command-line entry: ldm-sr on the tiny models, torch against onnxruntime."""
+    """The harness through its command-line entry: ldm-sr on the tiny models, torch against onnxruntime, with
+    torch's bf16 autocast and OpenVINO in bf16."""
     out = tmp_path_factory.mktemp("bench")
     args = parse(
-        "--model-set", "tiny", "--methods", "ldm-sr", "--variants", "torch,onnxruntime", "--size", str(SIZE),
+        "--model-set", "tiny", "--methods", "ldm-sr", "--variants", "torch,onnxruntime,torch-bf16,openvino-bf16", "--size", str(SIZE),
         "--batches", "1", "--repeats", "1", "--steps", str(STEPS), "--threads", "1",
         "--tasks", "denoise,sr4-bicubic", "--datasets", str(image_folder),
         "--json", str(out / "bench.json"), "--report-dir", str(out),
@@ -57,14 +58,15 @@ def test_results_record_the_machine_and_settings(run):
     for key in ("cpu", "cores", "threads", "torch", "onnxruntime", "git_commit", "torch_threads", "onnxruntime_intra_op_threads"):
         assert key in machine
     assert machine["threads"] == machine["torch_threads"] == machine["onnxruntime_intra_op_threads"] == 1
-    assert results["settings"]["variants"] == ["torch", "onnxruntime"]
+    assert results["settings"]["variants"] == ["torch", "onnxruntime", "torch-bf16", "openvino-bf16"]
+    assert machine["openvino"] and isinstance(machine["native_bf16"], bool)
     assert results["settings"]["steps"] == STEPS
 
 
 def test_speed_entries_have_consistent_ratios_and_stages(run):
     results, _ = run
     entries = {e["variant"]: e for e in results["speed"]}
-    assert set(entries) == {"torch", "onnxruntime"}
+    assert set(entries) == {"torch", "onnxruntime", "torch-bf16", "openvino-bf16"}
     torch_p50 = entries["torch"]["latency_s"]["p50"]
     for entry in entries.values():
         p50 = entry["latency_s"]["p50"]
@@ -82,6 +84,9 @@ def test_speed_entries_have_consistent_ratios_and_stages(run):
     assert entries["torch"]["speedup_vs_torch"] == 1.0
     # the same seed on both backends gives the same image (fp32 parity)
     assert entries["onnxruntime"]["max_abs_diff_vs_torch"] < 1e-3
+    assert entries["onnxruntime"]["psnr_vs_torch"] >= 45 and entries["torch"]["psnr_vs_torch"] is None
+    for name in ("torch-bf16", "openvino-bf16"):  # bf16 results are reported against torch fp32
+        assert entries[name]["precision"] == "bf16" and math.isfinite(entries[name]["psnr_vs_torch"])
     (throughput,) = [t for t in results["throughput"] if t["variant"] == "onnxruntime"]
     assert throughput["best_images_per_s"] == pytest.approx(entries["onnxruntime"]["images_per_s"])
 
@@ -140,6 +145,10 @@ def test_variants_parse_and_tensorrt_needs_a_gpu():
     if not torch.cuda.is_available():
         assert "NVIDIA GPU" in Variant.parse("tensorrt-fp16").unavailable_reason()
     assert Variant.parse("onnxruntime").unavailable_reason() is None
+    assert Variant.parse("openvino-bf16") == Variant("openvino", "bf16")
+    assert Variant.parse("openvino").unavailable_reason() is None
+    assert "bf16 runs on torch and openvino only" in Variant.parse("onnxruntime-bf16").unavailable_reason()
+    assert "use openvino or openvino-bf16" in Variant.parse("openvino-fp16").unavailable_reason()
 
 
 def test_reports_from_earlier_results_files_and_their_merge(run, tmp_path, capsys):

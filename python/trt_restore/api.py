@@ -20,7 +20,15 @@ import torch
 
 from .errors import UserError
 from .image_types import as_batch, as_caller_type
-from .methods import BACKENDS, DEFAULT_METHOD, METHODS, Backend, NoiseSource, components_for
+from .methods import (
+    BACKENDS,
+    DEFAULT_METHOD,
+    METHODS,
+    Backend,
+    InferencePrecision,
+    NoiseSource,
+    components_for,
+)
 from .noise_level import NoiseLevel, noise_level_of
 from .operators import Operator, make_operator
 from .operators.padded import PaddedOperator
@@ -28,12 +36,15 @@ from .pipelines import Models, Pipeline, pipeline_class
 from .pipelines.base import StepCallback
 
 DEFAULT_MODEL_SET = "bundled"
-DEFAULT_TILES = {"torch": 512, "onnxruntime": 256}
+DEFAULT_TILES = {"torch": 512, "onnxruntime": 256, "openvino": 256}
 """Tile (image pixels) of each backend's engines when none is given, from the memory of one tile:
 a larger image runs on overlapping tiles, so that memory stays bounded. onnxruntime holds the
 attention matrices of the VAE's mid-block (and their gradients, in the decoder VJP) in full, which
 grow with the square of the tile's pixel count: reld peaks at 12 GB on 512-pixel tiles, 2 GB on
-256-pixel ones; torch's attention needs no such matrices (1.8 GB on 512-pixel tiles)."""
+256-pixel ones; torch's attention needs no such matrices (1.8 GB on 512-pixel tiles). OpenVINO runs
+the same graphs, the decoder VJP's explicit attention matrices included."""
+ONNX_BACKENDS = ("onnxruntime", "openvino")
+"""Backends that run the components as exported ONNX graphs."""
 
 
 def load_models(
@@ -48,6 +59,7 @@ def load_models(
     threads: int | None = None,
     adapt: bool = False,
     tile: int | None = None,
+    precision: InferencePrecision | None = None,
 ) -> tuple[str, Models]:
     """The method and its engines: from a ``.plan`` bundle, or from a model set on torch or onnxruntime.
 
@@ -56,19 +68,23 @@ def load_models(
     (at most a tile).
     ``adapt`` keeps a trainable copy of the INN. ``tile`` (image pixels) runs the networks
     on overlapping tiles for larger images: by default the backend's :data:`DEFAULT_TILES`,
-    or a bundle's profile maximum.
+    or a bundle's profile maximum. ``precision`` is the openvino backend's arithmetic.
 
     Args:
         method: one of :data:`METHODS` (None: the bundle's method, else ``reld``).
         engine: a ``.plan`` bundle made by ``trt-restore build`` (None: the networks of ``model_set``).
         model_set: ``bundled``, ``tiny`` or a model-set folder; unused with ``engine``.
-        backend: ``auto`` (the bundle's backend, else torch), ``torch``, ``onnxruntime``, or ``tensorrt`` (needs ``engine``).
+        backend: ``auto`` (the bundle's backend, else torch), ``torch``, ``onnxruntime``, ``openvino`` (Intel and
+            AMD CPUs), or ``tensorrt`` (needs ``engine``).
         device: where the engines run, e.g. ``cpu`` or ``cuda:0`` (None: the current CUDA device, else the CPU).
         image_size: (H, W) of the restored image, before padding.
         scale: the task's super-resolution factor (:func:`sr_factor`), ≥ 1.
-        threads: CPU threads of each onnxruntime session (None: onnxruntime's choice); unused by the other backends.
+        threads: CPU threads of each onnxruntime session or OpenVINO model (None: the runtime's choice);
+            unused by the other backends.
         adapt: also load a trainable copy of the INN, for the INDIGO methods' ``adapt`` setting.
         tile: side in image pixels of the overlapping tiles (None: the default above).
+        precision: the openvino backend's ``fp32``, ``bf16`` or ``auto`` (bf16 where the CPU computes it
+            natively); None: a bundle's precision, else ``auto``. Other backends take only None.
 
     Loaded once, the engines serve many :func:`restore` calls (here the tiny random models):
 
@@ -83,7 +99,9 @@ def load_models(
     if backend not in BACKENDS:
         raise UserError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
     if engine is not None:
-        return _models_from_bundle(method, engine, backend, device, threads, tile)
+        return _models_from_bundle(method, engine, backend, device, threads, tile, precision)
+    if precision is not None and backend != "openvino":
+        raise UserError(f"a precision ('{precision}') applies to the openvino backend; drop it or use --backend openvino")
     method = method or DEFAULT_METHOD
     components_for(method)
     if backend == "tensorrt":
@@ -94,11 +112,12 @@ def load_models(
 
     models = load_model_set(model_set)
     wrappers = {name: models.wrapper(name, method, group_stats=True) for name in components_for(method)}
-    tile = DEFAULT_TILES["onnxruntime" if backend == "onnxruntime" else "torch"] if tile is None else tile
-    if backend == "onnxruntime":
+    tile = DEFAULT_TILES[backend if backend in ONNX_BACKENDS else "torch"] if tile is None else tile
+    if backend in ONNX_BACKENDS:
         multiple = math.lcm(scale, *(w.spec.multiple for w in wrappers.values()))
         canvas = padded_size(image_size, multiple)
-        engines = _onnxruntime_engines(wrappers, (min(canvas[0], tile), min(canvas[1], tile)), threads)
+        options = {"threads": threads} if backend == "onnxruntime" else {"threads": threads, "precision": precision or "auto"}
+        engines = _onnx_engines(wrappers, (min(canvas[0], tile), min(canvas[1], tile)), backend, options)
     else:
         from .runtime.torch_backend import TorchEngine
 
@@ -136,7 +155,7 @@ def tiled(engines: dict, tile: int | None) -> dict:
     return {name: wrapped[name] for name in engines}
 
 
-def _models_from_bundle(method, engine, backend, device, threads, tile) -> tuple[str, Models]:
+def _models_from_bundle(method, engine, backend, device, threads, tile, precision) -> tuple[str, Models]:
     from .runtime.bundle import Bundle
 
     bundle = Bundle.open(engine)
@@ -144,23 +163,30 @@ def _models_from_bundle(method, engine, backend, device, threads, tile) -> tuple
         raise UserError(f"{engine} holds a '{bundle.method}' bundle, not '{method}'; drop --method or pick another bundle")
     if backend not in ("auto", bundle.backend):
         raise UserError(f"{engine} holds {bundle.backend} graphs; use --backend {bundle.backend} or auto")
-    options = {"threads": threads} if bundle.backend == "onnxruntime" else {}
+    if precision is not None and bundle.backend != "openvino":
+        raise UserError(f"{engine} holds {bundle.backend} engines, whose precision is set when they are built; drop the precision")
+    options = {"threads": threads} if bundle.backend in ONNX_BACKENDS else {}
+    if bundle.backend == "openvino" and precision is not None:
+        options["precision"] = precision
     if tile is None:
         tile = min(min(p.max["H"], p.max["W"]) for name in bundle.components for p in bundle.profiles(name))
     return bundle.method, Models(tiled(bundle.engines(device, **options), tile))
 
 
-def _onnxruntime_engines(wrappers, image_size, threads):
-    """Export each component to ONNX in a temporary folder and open an onnxruntime session on it."""
+def _onnx_engines(wrappers, image_size, backend, options):
+    """Export each component to ONNX in a temporary folder and load it on ``backend`` (onnxruntime or openvino)."""
     from .export.onnx_export import export_component
-    from .runtime.onnxruntime_backend import OnnxRuntimeEngine
 
+    if backend == "openvino":
+        from .runtime.openvino_backend import OpenVinoEngine as engine_class
+    else:
+        from .runtime.onnxruntime_backend import OnnxRuntimeEngine as engine_class
     engines = {}
     with tempfile.TemporaryDirectory(prefix="trt-restore-") as folder:
         for name, wrapper in wrappers.items():
             path = Path(folder) / f"{name}.onnx"
             spec = export_component(wrapper, path, example_size=image_size)
-            engines[name] = OnnxRuntimeEngine(path, spec, threads=threads)
+            engines[name] = engine_class(path, spec, **options)
     return engines
 
 
@@ -203,6 +229,7 @@ def restore(
     callback: StepCallback | None = None,
     models: Models | None = None,
     tile: int | None = None,
+    precision: InferencePrecision | None = None,
 ) -> Any:
     """Restore one degraded image (or a batch) and return it as the caller holds it: the same type,
     dtype, range and layout (see :mod:`trt_restore.image_types`; a file path gives a tensor).
@@ -226,7 +253,8 @@ def restore(
             it from each image (:func:`~trt_restore.noise_level.estimate_noise_sigma`); None: 0, except
             for denoise, which needs it.
         engine: a ``.plan`` bundle made by ``trt-restore build`` (None: the networks of ``model_set``).
-        backend: ``auto`` (the bundle's backend, else torch), ``torch``, ``onnxruntime``, or ``tensorrt`` (needs ``engine``).
+        backend: ``auto`` (the bundle's backend, else torch), ``torch``, ``onnxruntime``, ``openvino``, or ``tensorrt``
+            (needs ``engine``).
         seed: seed of the sampling noise; the same seed gives the same result.
         noise: ``host`` or ``device``, as above.
         model_set: ``bundled``, ``tiny`` or a model-set folder; unused with ``engine`` or ``models``.
@@ -235,8 +263,9 @@ def restore(
         task_params: the operator's options, as :func:`~trt_restore.operators.make_operator` takes them.
         callback: ``callback(step, total_steps, estimate)`` after each step; ``estimate()`` is in [0, 1].
         models: engines from :func:`load_models`, reused as they are (``engine``, ``backend``,
-            ``model_set``, ``device`` and ``tile`` are then unused).
+            ``model_set``, ``device``, ``tile`` and ``precision`` are then unused).
         tile: side in image pixels of the overlapping tiles (None: the backend's or bundle's default).
+        precision: the openvino backend's arithmetic, as :func:`load_models` takes it.
 
     Returns:
         The restored image, of the input's type, dtype, range and layout (a tensor for a path), batched
@@ -263,7 +292,7 @@ def restore(
             wants_adapt = bool((config or {}).get("adapt"))
             method, models = load_models(
                 method, engine=engine, model_set=model_set, backend=backend, device=device, adapt=wants_adapt,
-                image_size=size, scale=scale, tile=tile,
+                image_size=size, scale=scale, tile=tile, precision=precision,
             )
             loaded_here.enter_context(models)
         method = method or DEFAULT_METHOD

@@ -35,12 +35,15 @@ DEFAULT_METHOD = "reld"
 NoiseSource = Literal["host", "device"]
 """Where the sampling noise is drawn (:class:`~trt_restore.pipelines.base.Noise`)."""
 NOISE_SOURCES: tuple[NoiseSource, ...] = get_args(NoiseSource)
-Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
+Backend = Literal["auto", "torch", "onnxruntime", "openvino", "tensorrt"]
 """What runs the networks (:func:`~trt_restore.api.load_models`); ``auto``: a bundle's backend, else torch."""
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
-BundleBackend = Literal["tensorrt", "onnxruntime"]
-"""What a ``.plan`` bundle holds: TensorRT engines or ONNX graphs."""
+BundleBackend = Literal["tensorrt", "onnxruntime", "openvino"]
+"""What a ``.plan`` bundle holds: TensorRT engines, or ONNX graphs for onnxruntime or OpenVINO."""
 BUNDLE_BACKENDS: tuple[BundleBackend, ...] = get_args(BundleBackend)
+InferencePrecision = Literal["auto", "fp32", "bf16"]
+"""The arithmetic of the openvino backend: ``auto`` is bf16 where the CPU has native bf16 (AVX512-BF16, AMX), else fp32."""
+INFERENCE_PRECISIONS: tuple[InferencePrecision, ...] = get_args(InferencePrecision)
 
 
 def components_for(method: str) -> tuple[str, ...]:

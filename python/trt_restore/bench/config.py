@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..methods import BACKENDS as ENGINE_BACKENDS
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,10 @@ TASK_SETTINGS: dict[str, TaskSetting] = {
 """The tasks of the README's quality table."""
 
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16")
+BACKENDS = tuple(backend for backend in ENGINE_BACKENDS if backend != "auto")
+PRECISIONS = ("fp32", "fp16", "bf16")
+BF16_BACKENDS = ("torch", "openvino")
+"""Backends with a bf16 variant: torch under bf16 autocast, OpenVINO's bf16 inference precision."""
 REFERENCE = "torch"
 DEFAULT_VARIANTS = ("torch", "onnxruntime", "torch-fp16", "onnxruntime-fp16", "tensorrt", "tensorrt-fp16")
 SECTIONS = ("quality", "speed")
@@ -41,7 +44,7 @@ SECTIONS = ("quality", "speed")
 
 @dataclass(frozen=True)
 class Variant:
-    """A backend at a precision, named ``backend`` (fp32) or ``backend-fp16``."""
+    """A backend at a precision, named ``backend`` (fp32), ``backend-fp16`` or ``backend-bf16``."""
 
     backend: str
     precision: str = "fp32"
@@ -55,7 +58,8 @@ class Variant:
         backend, _, precision = text.partition("-")
         if backend not in BACKENDS or (precision or "fp32") not in PRECISIONS:
             raise UserError(
-                f"unknown variant '{text}'; use a backend ({', '.join(BACKENDS)}) with an optional -fp16, e.g. onnxruntime-fp16"
+                f"unknown variant '{text}'; use a backend ({', '.join(BACKENDS)}) with an optional -fp16 or -bf16, "
+                "e.g. onnxruntime-fp16 or openvino-bf16"
             )
         return cls(backend, precision or "fp32")
 
@@ -63,6 +67,14 @@ class Variant:
         """Why this machine cannot run the variant, or None."""
         import torch
 
+        if self.precision == "bf16" and self.backend not in BF16_BACKENDS:
+            return f"bf16 runs on {' and '.join(BF16_BACKENDS)} only"
+        if self.backend == "openvino":
+            from ..runtime.openvino_backend import INSTALL_HINT, openvino_version
+
+            if self.precision == "fp16":
+                return "OpenVINO runs the fp32 graphs, in fp32 or bf16 on the CPU; use openvino or openvino-bf16"
+            return None if openvino_version() else f"OpenVINO is not installed; {INSTALL_HINT}"
         if self.backend != "tensorrt":
             return None
         from ..runtime.trt_loader import installed_flavours

@@ -22,6 +22,7 @@ def machine_info(threads: int) -> dict:
     import onnxruntime
     import torch
 
+    from ..runtime.openvino_backend import has_native_bf16, openvino_version
     from ..runtime.trt_loader import installed_flavours
 
     commit, dirty = git_state()
@@ -32,6 +33,8 @@ def machine_info(threads: int) -> dict:
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
+        "openvino": openvino_version(),
+        "native_bf16": has_native_bf16() if openvino_version() else None,
         "tensorrt": installed_flavours(),
         "trt_restore": __version__,
         "python": platform.python_version(),

@@ -35,11 +35,13 @@ class Loaded:
 class ModelCache:
     """Models per (method, variant, image size, SR scale), loaded on first use.
 
-    fp32 on torch and onnxruntime load through :func:`trt_restore.api.load_models`; fp16
-    and TensorRT go the deployment way, exported and built into a ``.plan`` bundle (in a
-    temporary folder) for the run's sizes and batches, then loaded from it; torch fp16
-    runs an fp16 copy of each component with the normalisations in fp32 and torch's fused
-    attention, as torch eager would run it.
+    fp32 on torch and onnxruntime, and OpenVINO in fp32 and bf16, load through
+    :func:`trt_restore.api.load_models`; fp16 and TensorRT go the deployment way, exported
+    and built into a ``.plan`` bundle (in a temporary folder) for the run's sizes and
+    batches, then loaded from it; torch fp16 runs an fp16 copy of each component with the
+    normalisations in fp32 and torch's fused attention, as torch eager would run it; torch
+    bf16 runs the fp32 modules under ``torch.autocast("cpu", torch.bfloat16)``, what a
+    careful user of torch on a CPU would try.
     """
 
     def __init__(self, config: BenchConfig):
@@ -75,17 +77,20 @@ class ModelCache:
         from ..api import load_models
 
         cfg = self.config
-        if variant.precision == "fp32" and variant.backend != "tensorrt":
+        if variant.backend == "openvino" or (variant.precision == "fp32" and variant.backend != "tensorrt"):
             _, models = load_models(
                 method, model_set=cfg.model_set, backend=variant.backend, image_size=(size, size), scale=scale,
-                threads=cfg.threads, tile=cfg.tile,
+                threads=cfg.threads, tile=cfg.tile, precision=variant.precision if variant.backend == "openvino" else None,
             )
             return models
         if variant.backend == "torch":
-            return self._torch_half(method)
+            return self._torch_reduced(method, variant.precision)
         return self._from_bundle(method, variant, size, scale)
 
-    def _torch_half(self, method: str) -> Models:
+    def _torch_reduced(self, method: str, precision: str) -> Models:
+        """torch eager in fp16 (an fp16 copy with fp32 normalisations) or bf16 (autocast on the CPU)."""
+        import torch
+
         from ..api import tiled
         from ..export.precision import HalfPrecision
         from ..methods import components_for
@@ -93,7 +98,10 @@ class ModelCache:
         from ..runtime.torch_backend import TorchEngine
 
         wrappers = {name: self.model_set.wrapper(name, method, group_stats=True) for name in components_for(method)}
-        engines = {name: TorchEngine(HalfPrecision(w, fused_attention=True), w.spec) for name, w in wrappers.items()}
+        if precision == "bf16":
+            engines = {name: TorchEngine(w, w.spec, "cpu", autocast=torch.bfloat16) for name, w in wrappers.items()}
+        else:
+            engines = {name: TorchEngine(HalfPrecision(w, fused_attention=True), w.spec) for name, w in wrappers.items()}
         return Models(tiled(engines, self.config.tile))
 
     def _from_bundle(self, method: str, variant: Variant, size: int, scale: int) -> Models:

@@ -28,9 +28,11 @@ def machine_line(results: dict) -> str:
     commit = (m["git_commit"] or "unknown")[:10] + (" (modified)" if m.get("git_dirty") else "")
     trt = ", ".join(f"{k} {v}" for k, v in (m.get("tensorrt") or {}).items()) or "none"
     load = m.get("load_average")
+    openvino = f"OpenVINO {m['openvino']}" if m.get("openvino") else "no OpenVINO"
+    bf16 = {True: ", native bf16", False: ", no native bf16"}.get(m.get("native_bf16"), "")
     return (
-        f"{device}; {m['threads']} threads (torch and onnxruntime intra-op); torch {m['torch']}, "
-        f"onnxruntime {m['onnxruntime']}, TensorRT {trt}; commit {commit}; {results['created']}"
+        f"{device}{bf16}; {m['threads']} threads (torch, onnxruntime, OpenVINO); torch {m['torch']}, "
+        f"onnxruntime {m['onnxruntime']}, {openvino}, TensorRT {trt}; commit {commit}; {results['created']}"
         + (f"; load average {load[0]:.2f} at the start" if load else "")
     )
 
@@ -85,6 +87,7 @@ def _speed_tables(results: dict, entries: Sequence[dict]) -> list[str]:
             f"{_number(t.get('best_images_per_s'), 3)} (b={t.get('best_batch', '–')})",
             f"{_number(memory.get('load'), 0)} + {_number(memory.get('run_peak'), 0)}",
             f"{e['max_abs_diff_vs_torch']:.1e}" if e["max_abs_diff_vs_torch"] is not None else "–",
+            _number(e.get("psnr_vs_torch"), 1),
         ])
     first = entries[0]
     memory_kind = "RSS" if first["memory_mb"]["kind"] == "rss" else "CUDA allocator"
@@ -98,7 +101,7 @@ def _speed_tables(results: dict, entries: Sequence[dict]) -> list[str]:
         "",
     ]
     header = ["method", "variant", "p50 (s)", "p95 (s)", "× torch", "images/s b=1", "images/s best",
-              f"{memory_kind} MB load + run", "max |Δ| vs torch"]
+              f"{memory_kind} MB load + run", "max |Δ| vs torch", "PSNR vs torch (dB)"]
     return lines + _table(header, rows) + [""] + stages_markdown(entries)
 
 

@@ -141,7 +141,9 @@ def speed_entries(
     runs: dict[Variant, list[Run]],
     memory: dict[Variant, dict],
 ) -> list[dict]:
-    """One JSON entry per variant, with ratios to torch eager and the output's distance to it."""
+    """One JSON entry per variant, with ratios to torch eager and the output's distance to it (max |Δ| and PSNR)."""
+    from ..metrics import psnr
+
     reference = runs.get(Variant(REFERENCE))
     reference_p50 = percentiles([r.seconds for r in reference])["p50"] if reference else None
     entries = []
@@ -163,6 +165,7 @@ def speed_entries(
             "max_abs_diff_vs_torch": (
                 float((variant_runs[-1].output - reference[-1].output).abs().max()) if reference else None
             ),
+            "psnr_vs_torch": psnr(variant_runs[-1].output, reference[-1].output) if reference and variant.name != REFERENCE else None,
             "stages": stage_summary(variant_runs),
             "memory_mb": memory[variant],
         })

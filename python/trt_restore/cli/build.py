@@ -13,7 +13,7 @@ from .arguments import add_model_set_argument, add_vae_argument, model_set_name,
 from .export import megabytes
 from .parser import Subcommand
 
-BUILD_BACKEND_PRECISION: dict[BundleBackend, str] = {"tensorrt": "fp16", "onnxruntime": "fp32"}
+BUILD_BACKEND_PRECISION: dict[BundleBackend, str] = {"tensorrt": "fp16", "onnxruntime": "fp32", "openvino": "auto"}
 """The default precision of each bundle backend."""
 
 
@@ -26,9 +26,14 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=BUNDLE_BACKENDS,
         default="tensorrt",
-        help="tensorrt (default: TensorRT engines, for NVIDIA GPUs) or onnxruntime (ONNX graphs, e.g. for CPUs)",
+        help="tensorrt (default: TensorRT engines, for NVIDIA GPUs), onnxruntime (ONNX graphs, e.g. for CPUs) "
+        "or openvino (ONNX graphs for OpenVINO on Intel and AMD CPUs)",
     )
-    parser.add_argument("--precision", help="fp16 or fp32 (default: fp16 for tensorrt, fp32 for onnxruntime)")
+    parser.add_argument(
+        "--precision",
+        help="fp16 or fp32 (default: fp16 for tensorrt, fp32 for onnxruntime); for openvino auto (default: bf16 "
+        "where the CPU that runs the bundle has native bf16, AVX512-BF16 or AMX, else fp32), fp32 or bf16",
+    )
     parser.add_argument("--min", **size, default=(64, 64), help="smallest image size (default 64 64)")
     parser.add_argument(
         "--opt",
@@ -72,7 +77,8 @@ def run_build(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="trt-restore-build-") as folder:
         with stage("export"):
             components = export_method(
-                args.method, model_set, folder, precision=precision, example_size=tuple(args.opt)
+                args.method, model_set, folder, precision="fp32" if args.backend == "openvino" else precision,
+                example_size=tuple(args.opt),
             )
         with stage("build"):
             build_bundle(

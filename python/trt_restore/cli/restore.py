@@ -11,13 +11,19 @@ from ..jobs.engines import EngineSource
 from ..jobs.inputs import collect_inputs, is_batch, plan_outputs
 from ..jobs.report import SUMMARY_NAME
 from ..jobs.request import DEFAULT_TASK_KEY, RestoreRequest
-from ..methods import BACKENDS, DEFAULT_METHOD, METHODS, NOISE_SOURCES
+from ..methods import (
+    BACKENDS,
+    DEFAULT_METHOD,
+    INFERENCE_PRECISIONS,
+    METHODS,
+    NOISE_SOURCES,
+)
 from ..noise_level import SIGMA_HELP
 from .arguments import (
-    add_model_source_arguments,
     add_bits_argument,
     add_max_pixels_argument,
     add_method_settings,
+    add_model_source_arguments,
     add_ray_argument,
     add_task_parameters,
     chosen_settings,
@@ -54,7 +60,13 @@ def add_restore_arguments(parser: CommandParser) -> None:
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="auto (default: the bundle's backend, else torch), torch, onnxruntime or tensorrt (needs --engine)",
+        help="auto (default: the bundle's backend, else torch), torch, onnxruntime, openvino or tensorrt (needs --engine)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=INFERENCE_PRECISIONS,
+        help="arithmetic of the openvino backend: auto (bf16 where the CPU has native bf16, AVX512-BF16 or AMX, "
+        "else fp32), fp32 or bf16 (default: an openvino bundle's precision, else auto)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
     parser.add_argument(
@@ -65,7 +77,7 @@ def add_restore_arguments(parser: CommandParser) -> None:
         "or device (faster on a GPU for large images)",
     )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one)")
-    parser.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch and onnxruntime")
+    parser.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch, onnxruntime and OpenVINO")
     add_task_parameters(parser)
     parser.add_argument(
         "--save-intermediates", type=Path, metavar="DIR", help="write the current estimate as DIR/<name>_stepNNN.png"
@@ -200,6 +212,7 @@ def engine_source(args: argparse.Namespace, request: RestoreRequest) -> EngineSo
         args.threads,
         adapt,
         request.scale,
+        args.precision,
     )
 
 

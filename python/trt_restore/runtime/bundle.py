@@ -2,8 +2,10 @@
 
 A bundle is a zip archive of stored (uncompressed) entries. ``manifest.json`` records
 the format version, the method, the model set and its metadata, the precision, the
-backend (``"tensorrt"``: one serialized engine per component; ``"onnxruntime"``: one
-ONNX graph per component, weights embedded, for CPU deployment), the TensorRT flavour,
+backend (``"tensorrt"``: one serialized engine per component; ``"onnxruntime"`` and
+``"openvino"``: one ONNX graph per component, weights embedded, for CPU deployment; an
+openvino bundle's precision is ``auto``, ``fp32`` or ``bf16``, the arithmetic OpenVINO
+compiles the fp32 graphs to, and its compiled models are cached beside the bundle), the TensorRT flavour,
 version and GPU compute capabilities the engines were built for, each component's
 spec and optimisation profiles, and the sha256 and size of every entry.
 
@@ -32,6 +34,12 @@ from ..specs import ComponentSpec, TensorSpec
 from .device import ScratchBuffer, compute_capability, resolve_device
 from .engine import Engine
 from .onnxruntime_backend import OnnxRuntimeEngine, choose_providers
+from .openvino_backend import (
+    INSTALL_HINT,
+    OpenVinoEngine,
+    choose_precision,
+    openvino_version,
+)
 from .profile import Profile
 from .tensorrt_backend import TensorRTEngine
 from .trt_loader import PIP_NAMES, installed_flavours
@@ -220,6 +228,8 @@ class Bundle:
 
     def compatibility_problem(self, machine: Machine | None = None) -> str | None:
         """Why ``machine`` (this one by default) cannot run the bundle, or None when it can."""
+        if self.backend == "openvino":
+            return self._openvino_problem()
         if self.backend != "tensorrt":
             return None
         machine = machine or Machine.probe()
@@ -252,6 +262,26 @@ class Bundle:
             )
         return None
 
+    def _openvino_problem(self) -> str | None:
+        """Why OpenVINO here cannot run the bundle: not installed, or no bf16 on this CPU for a bf16 bundle."""
+        if openvino_version() is None:
+            return f"{self.path.name} holds graphs for OpenVINO, which is not installed; {INSTALL_HINT}"
+        try:
+            choose_precision(self.precision)
+        except UserError as error:
+            return f"{self.path.name} was built for {self.precision}: {error}"
+        return None
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """Where OpenVINO caches compiled models: ``<bundle>.openvino-cache`` beside it; None where it cannot be written."""
+        folder = self.path.with_name(f"{self.path.name}.openvino-cache")
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError:
+            return None
+        return folder
+
     def check_runnable(self, machine: Machine | None = None) -> None:
         """Raise the :meth:`compatibility_problem` as a :class:`UserError`, if there is one."""
         problem = self.compatibility_problem(machine)
@@ -265,16 +295,26 @@ class Bundle:
         *,
         stream: torch.cuda.Stream | None = None,
         threads: int | None = None,
+        precision: str | None = None,
     ) -> Engine:
         """The component's engine on ``device``.
 
         ``device`` None means the GPU for TensorRT bundles, and for onnxruntime bundles the
         GPU where onnxruntime can use it, else the CPU. TensorRT engines of one bundle
         share one scratch buffer per device and run on ``stream`` (None: the caller's
-        current stream). ``threads`` sets onnxruntime's intra-op threads.
+        current stream). ``threads`` sets onnxruntime's intra-op threads, or OpenVINO's;
+        ``precision`` overrides an openvino bundle's.
         """
         record = self._component(name)
         spec = self.spec(name)
+        if self.backend == "openvino":
+            if device is not None and resolve_device(device).type != "cpu":
+                raise UserError(f"{self.path.name} holds graphs for OpenVINO on the CPU, not on '{device}'")
+            self.check_runnable()
+            return OpenVinoEngine(
+                self.read(record["entry"]), spec, threads=threads, precision=precision or self.precision,
+                cache_dir=self.cache_dir,
+            )
         if self.backend == "onnxruntime":
             providers = choose_providers("auto") if device is None else resolve_device(device).type
             on_device = torch.cuda.device(resolve_device(device)) if providers == "cuda" else nullcontext()
@@ -338,6 +378,8 @@ class Bundle:
             lines.append(f"runs here: no: {problem}")
         elif self.backend == "onnxruntime":
             lines.append(f"runs here: yes, with onnxruntime on the {choose_providers('auto').upper()}")
+        elif self.backend == "openvino":
+            lines.append(f"runs here: yes, with OpenVINO {openvino_version()} on the CPU in {choose_precision(self.precision)}")
         else:
             lines.append(f"runs here: yes, on the GPU (compute capability {machine.compute_capability})")
         return "\n".join(lines)

@@ -14,7 +14,8 @@ from .engine import Engine
 
 
 class TorchEngine(Engine):
-    """``module(*inputs in spec order)`` under :func:`torch.inference_mode`.
+    """``module(*inputs in spec order)`` under :func:`torch.inference_mode`, and under
+    :func:`torch.autocast` to ``autocast`` (e.g. ``torch.bfloat16``) when that is given.
 
     The module returns one tensor, a sequence in the spec's output order, or a mapping
     by output name.
@@ -22,12 +23,21 @@ class TorchEngine(Engine):
 
     backend = "torch"
 
-    def __init__(self, module: nn.Module, spec: ComponentSpec, device: str | torch.device | None = None):
+    def __init__(
+        self,
+        module: nn.Module,
+        spec: ComponentSpec,
+        device: str | torch.device | None = None,
+        *,
+        autocast: torch.dtype | None = None,
+    ):
         super().__init__(spec, resolve_device(device))
         self.module = module.to(self.device).eval()
+        self.autocast = autocast
 
     def _run(self, feeds: dict[str, torch.Tensor], sizes: dict[str, int]) -> dict[str, torch.Tensor]:
-        with torch.inference_mode():
+        casting = torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None)
+        with torch.inference_mode(), casting:
             result = self.module(*feeds.values())
         names = [t.name for t in self.spec.outputs]
         if isinstance(result, torch.Tensor):
