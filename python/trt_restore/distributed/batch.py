@@ -7,9 +7,11 @@ per GPU or one per ``threads`` CPUs, each load the engines once and restore batc
 each image is restored as it would be alone, with the request's seed, so the outputs
 equal those of a run on one machine bit for bit. An image that cannot be read or
 restored is reported as failed and the others go on. An actor that dies is started
-again and its batch retried (Ray Data's actor pool does both, without limit); outputs
-are written atomically under fixed names, so a retried image is written once more,
-whole, with the same content. The driver keeps
+again and its batch retried, at most :data:`MAX_RESTARTS` times per actor; outputs are
+written atomically under fixed names, so a retried image is written once more, whole,
+with the same content. An image whose worker process exited :data:`MAX_WORKER_EXITS`
+times while restoring it (a crash in a native library, the kernel's OOM killer) is
+recorded as failed with that reason instead of being tried again. The driver keeps
 the progress bar and the summary JSON, which ``--resume`` and Ctrl-C treat as on one machine.
 """
 
@@ -59,6 +61,27 @@ log = logging.getLogger(__name__)
 
 PROBE_BLOCKS_PER_CPU = 4
 """Blocks per cluster CPU of the task that reads the image sizes."""
+MAX_WORKER_EXITS = 2
+"""Times an image may take its worker process down before it is recorded as failed."""
+MAX_RESTARTS = 8
+"""Restarts of each actor (and retries of its batches) before the job gives up."""
+
+
+@ray.remote(num_cpus=0)
+class ImageAttempts:
+    """Which inputs a worker started and did not finish: each such start is a worker that exited on it."""
+
+    def __init__(self):
+        self.unfinished: dict[str, int] = {}
+
+    def start(self, source: str) -> int:
+        """Count a start of ``source``; returns how many earlier starts never finished."""
+        exits = self.unfinished.get(source, 0)
+        self.unfinished[source] = exits + 1
+        return exits
+
+    def finish(self, source: str) -> None:
+        self.unfinished.pop(source, None)
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,7 @@ class BatchJob:
     bits: int | None
     resume: bool
     threads: int
+    attempts: Any  # an ImageAttempts actor
 
 
 class RestoreWorker:
@@ -97,10 +121,18 @@ class RestoreWorker:
 
     def restore(self, source: str, target: str) -> tuple[str, float, float, str]:
         """Restore one input into ``target``: (status, seconds, the σ it was restored with, the reason of a failure)."""
-        from ..io import output_format
-
         if self.job.resume and is_complete(target):
             return "skipped", 0.0, math.nan, ""
+        exits = ray.get(self.job.attempts.start.remote(source))
+        if exits >= MAX_WORKER_EXITS:  # stays unfinished: a retried batch fails it again
+            return "failed", 0.0, math.nan, f"the worker process exited {exits} times while restoring it"
+        result = self._restore(source, target)
+        ray.get(self.job.attempts.finish.remote(source))
+        return result
+
+    def _restore(self, source: str, target: str) -> tuple[str, float, float, str]:
+        from ..io import output_format
+
         request, image = self.job.request, None
         try:
             image = read_input(source)
@@ -144,6 +176,8 @@ def restored_rows(
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=job.threads,
         num_gpus=1 if gpus else 0,
+        max_restarts=MAX_RESTARTS,
+        max_task_retries=MAX_RESTARTS,
     )
     yield from restored.iter_rows()
 
@@ -178,7 +212,7 @@ def run_batch(
         workers = workers or (gpus_in_cluster() if gpus else max(1, cpus_in_cluster() // threads))
         bundle = None if source.engine is None else ShippedBundle(source.engine)
         source = dataclasses.replace(source, threads=threads)  # onnxruntime sessions too
-        job = BatchJob(request, source, bundle, tile, max_pixels, bits, resume, threads)
+        job = BatchJob(request, source, bundle, tile, max_pixels, bits, resume, threads, ImageAttempts.remote())
         backend, written = source.backend, {}
 
         def summarize(report: BatchReport) -> str:
