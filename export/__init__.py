@@ -1,6 +1,7 @@
 """Torch side: model definitions, checkpoint loaders, component wrappers and ONNX export.
 
 - :mod:`.models`: loaders for public checkpoints (diffusers folders, hub ids in the local cache);
+- :mod:`.prompt`: the empty-prompt embedding a Stable Diffusion UNet runs on, with its provenance;
 - :mod:`.tiny`: tiny random-initialised instances of every architecture;
 - :mod:`.inn`: the wavelet-lifting INN of LatentINDIGO;
 - :mod:`.components`: one ``nn.Module`` per network component, each with its ``ComponentSpec``;
