@@ -20,6 +20,7 @@ pytest.importorskip("transformers", reason="Stable Diffusion folders need transf
 
 from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionUpscalePipeline
 from trt_restore import restore
+from trt_restore.api import load_models
 from trt_restore.cli import main
 from trt_restore.errors import UserError
 from trt_restore.export.model_sets import MODEL_SETS, PUBLIC_PIPELINES, ModelSet, load_model_set
@@ -209,7 +210,10 @@ def test_vae_override_replaces_the_autoencoder_of_the_same_geometry_and_scale(sd
     with torch.no_grad():
         expected = replacement.encode(2 * image - 1).latent_dist.mode() * 0.18215
         torch.testing.assert_close(models.wrapper("encoder", "reld")(image), expected)
-    assert models.networks["unet"] is not None and "unet" in models.prompts
+    assert "unet" in models.prompts
+    _, loaded = load_models("reld", model_set=sd_reference, vae=tmp_path / "vae-ft", backend="torch")
+    with loaded:
+        torch.testing.assert_close(loaded.call("encoder", image=image), expected)
 
 
 @pytest.mark.parametrize(

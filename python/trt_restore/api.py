@@ -52,6 +52,7 @@ def load_models(
     *,
     engine: str | Path | None = None,
     model_set: str | Path = DEFAULT_MODEL_SET,
+    vae: str | Path | None = None,
     backend: Backend = "auto",
     device: str | torch.device | None = None,
     image_size: tuple[int, int] = (64, 64),
@@ -74,6 +75,8 @@ def load_models(
         method: one of :data:`METHODS` (None: the bundle's method, else ``reld``).
         engine: a ``.plan`` bundle made by ``trt-restore build`` (None: the networks of ``model_set``).
         model_set: ``bundled``, ``tiny`` or a model-set folder; unused with ``engine``.
+        vae: an autoencoder folder or hub id in place of the model set's, of the same latent
+            geometry and scale (:func:`~trt_restore.export.model_sets.with_vae`); unused with ``engine``.
         backend: ``auto`` (the bundle's backend, else torch), ``torch``, ``onnxruntime``, ``openvino`` (Intel and
             AMD CPUs), or ``tensorrt`` (needs ``engine``).
         device: where the engines run, e.g. ``cpu`` or ``cuda:0`` (None: the current CUDA device, else the CPU).
@@ -110,7 +113,7 @@ def load_models(
         )
     from .export.model_sets import load_model_set
 
-    models = load_model_set(model_set)
+    models = load_model_set(model_set, vae=vae)
     wrappers = {name: models.wrapper(name, method, group_stats=True) for name in components_for(method)}
     tile = DEFAULT_TILES[backend if backend in ONNX_BACKENDS else "torch"] if tile is None else tile
     if backend in ONNX_BACKENDS:
@@ -223,6 +226,7 @@ def restore(
     *,
     noise: NoiseSource = "host",
     model_set: str | Path = DEFAULT_MODEL_SET,
+    vae: str | Path | None = None,
     device: str | torch.device | None = None,
     config: dict | None = None,
     task_params: dict | None = None,
@@ -258,6 +262,7 @@ def restore(
         seed: seed of the sampling noise; the same seed gives the same result.
         noise: ``host`` or ``device``, as above.
         model_set: ``bundled``, ``tiny`` or a model-set folder; unused with ``engine`` or ``models``.
+        vae: an autoencoder folder in place of the model set's (as :func:`load_models`); unused with ``engine`` or ``models``.
         device: where the engines run, e.g. ``cpu`` or ``cuda:0`` (None: the current CUDA device, else the CPU).
         config: the method's settings by name (e.g. ``{"steps": 50}``), over its per-task defaults.
         task_params: the operator's options, as :func:`~trt_restore.operators.make_operator` takes them.
@@ -291,7 +296,7 @@ def restore(
         if models is None:
             wants_adapt = bool((config or {}).get("adapt"))
             method, models = load_models(
-                method, engine=engine, model_set=model_set, backend=backend, device=device, adapt=wants_adapt,
+                method, engine=engine, model_set=model_set, vae=vae, backend=backend, device=device, adapt=wants_adapt,
                 image_size=size, scale=scale, tile=tile, precision=precision,
             )
             loaded_here.enter_context(models)
