@@ -26,7 +26,7 @@ from trt_restore.errors import UserError
 from trt_restore.export.model_sets import MODEL_SETS, PUBLIC_PIPELINES, ModelSet, load_model_set
 from trt_restore.export.onnx_export import export_component
 from trt_restore.export.prompt import PromptEmbedding
-from trt_restore.export.tiny import tiny_autoencoder_kl, tiny_sd_folder, tiny_sd_upscaler_folder
+from trt_restore.export.tiny import tiny_autoencoder_kl, tiny_inn, tiny_sd_folder, tiny_sd_upscaler_folder
 from trt_restore.metrics import psnr
 from trt_restore.pipelines.schedule import scheduler_config
 from trt_restore.runtime.bundle import Bundle
@@ -243,3 +243,18 @@ def test_a_hub_id_in_the_local_cache_is_a_model_set(upscaler_reference, tmp_path
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     from_hub = load_model_set("tiny/sd-x4-upscaler")
     assert from_hub.meta["roles"]["sr_unet"] == load_model_set(upscaler_reference).meta["roles"]["sr_unet"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("version", "method"), [("1", "indigo-pixel"), ("2-v", "indigo-latent")])
+def test_latent_indigo_on_the_sd_prior_gives_the_same_image_on_torch_and_onnxruntime(tmp_path, version, method):
+    """An SD folder plus INNs (pixel: 3 channels; latent: SD's 4), saved as one model set: both
+    LatentINDIGO variants run the SD UNet on its stored prompt, on both backends alike."""
+    models = load_model_set(tiny_sd_folder(tmp_path / "sd", version))
+    models.networks.update(inn_pixel=tiny_inn(3, levels=2, seed=5), inn_latent=tiny_inn(4, levels=1, seed=6))
+    folder = models.save_pretrained(tmp_path / "sd-indigo")
+    y = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    settings = {"method": method, "task": "sr4", "sigma": 0.05, "model_set": folder, "config": {"steps": 3}, "seed": 2}
+    outputs = [restore(y, backend=backend, **settings) for backend in ("torch", "onnxruntime")]
+    assert outputs[0].shape == (1, 3, 64, 64)
+    assert psnr(outputs[0], outputs[1]) >= 45
