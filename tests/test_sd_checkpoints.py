@@ -27,6 +27,7 @@ from trt_restore.export.model_sets import MODEL_SETS, PUBLIC_PIPELINES, ModelSet
 from trt_restore.export.onnx_export import export_component
 from trt_restore.export.prompt import PromptEmbedding
 from trt_restore.export.tiny import tiny_autoencoder_kl, tiny_inn, tiny_sd_folder, tiny_sd_upscaler_folder
+from trt_restore.io import read_image, write_image
 from trt_restore.metrics import psnr
 from trt_restore.pipelines.schedule import scheduler_config
 from trt_restore.runtime.bundle import Bundle
@@ -258,3 +259,21 @@ def test_latent_indigo_on_the_sd_prior_gives_the_same_image_on_torch_and_onnxrun
     outputs = [restore(y, backend=backend, **settings) for backend in ("torch", "onnxruntime")]
     assert outputs[0].shape == (1, 3, 64, 64)
     assert psnr(outputs[0], outputs[1]) >= 45
+
+
+def test_restore_takes_vae_with_a_model_set_and_refuses_it_with_a_bundle(sd_reference, tmp_path, capsys):
+    tiny_kl(4, 0.18215).save_pretrained(tmp_path / "vae-ft")
+    low_res = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(4))
+    write_image(tmp_path / "in.png", low_res)
+    common = ["--method", "reld", "--task", "sr4", "--iterations", "1", "--seed", "3"]
+    assert main(["restore", str(tmp_path / "in.png"), *common, "--model-set", str(sd_reference),
+                 "--vae", str(tmp_path / "vae-ft"), "--backend", "torch", "-o", str(tmp_path / "out.png")]) == 0
+    expected = restore(read_image(tmp_path / "in.png").data, method="reld", task="sr4", config={"iterations": 1},
+                       seed=3, model_set=sd_reference, vae=tmp_path / "vae-ft", backend="torch")
+    assert psnr(read_image(tmp_path / "out.png").data, expected) >= 45  # 8-bit PNG of the same image
+    capsys.readouterr()
+    (tmp_path / "x.plan").write_bytes(b"")
+    assert main(["restore", str(tmp_path / "in.png"), *common, "--engine", str(tmp_path / "x.plan"),
+                 "--vae", str(tmp_path / "vae-ft"), "-o", str(tmp_path / "out2.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--vae replaces a model set's autoencoder" in err, err

@@ -25,6 +25,7 @@ from .arguments import (
     add_method_settings,
     add_model_source_arguments,
     add_ray_argument,
+    add_vae_argument,
     add_task_parameters,
     chosen_settings,
     model_set_name,
@@ -56,6 +57,7 @@ def add_restore_arguments(parser: CommandParser) -> None:
     )
     parser.add_argument("--sigma", type=observed_noise_level, help=f"noise std of the input on the [0, 1] scale: {SIGMA_HELP}")
     add_model_source_arguments(parser)
+    add_vae_argument(parser)
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -133,6 +135,9 @@ def run_restore(args: argparse.Namespace) -> int:
     """
     if args.every is not None and args.save_intermediates is None:
         raise UserError("--every applies to --save-intermediates; add --save-intermediates DIR")
+    if args.vae and args.engine:
+        raise UserError("--vae replaces a model set's autoencoder, and a bundle's is built in: drop --vae, "
+                        "or build the bundle with `trt-restore build --vae`")
     if args.ray is not None:
         return run_restore_on_ray(args)
     if args.workers is not None or args.batch_size is not None:
@@ -213,6 +218,7 @@ def engine_source(args: argparse.Namespace, request: RestoreRequest) -> EngineSo
         adapt,
         request.scale,
         args.precision,
+        args.vae,
     )
 
 

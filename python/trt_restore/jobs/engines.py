@@ -37,6 +37,8 @@ class EngineSource:
     scale: int
     precision: InferencePrecision | None = None
     """The openvino backend's arithmetic (None: a bundle's, else auto)."""
+    vae: str | None = None
+    """An autoencoder folder in place of the model set's (:func:`~trt_restore.api.load_models`)."""
 
     def __call__(self, size: tuple[int, int], tile: int | None) -> tuple[str, Models]:
         from ..api import load_models
@@ -45,6 +47,7 @@ class EngineSource:
             self.method,
             engine=self.engine,
             model_set=self.model_set,
+            vae=self.vae,
             backend=self.backend,
             device=self.device,
             image_size=size,
