@@ -11,6 +11,12 @@ import torch
 from PIL import Image as PILImage
 from trt_restore import restore
 from trt_restore.api import load_models
+from trt_restore.bench.noise_level import (
+    COMBINATIONS,
+    auto_sigma_quality,
+    estimator_errors,
+    noise_level_markdown,
+)
 from trt_restore.cli import main
 from trt_restore.data import dataset_images
 from trt_restore.errors import UserError
@@ -168,3 +174,20 @@ def test_cli_sigma_auto_is_logged_and_recorded_per_image(tmp_path, caplog):
         assert estimates[str(path)] == pytest.approx(expected, rel=1e-9)
         assert any(f"{path}: estimated noise sigma {expected:.4f}" in r.getMessage() for r in caplog.records)
     assert estimates[str(inputs / "0.png")] < estimates[str(inputs / "1.png")]
+
+
+def test_benchmark_of_the_estimator_and_of_restoring_with_it(tmp_path):
+    for seed in range(2):
+        write_image(tmp_path / f"{seed}.png", smooth_image(3, 64, seed), bit_depth=16)
+    rows = estimator_errors([str(tmp_path)], ["denoise"], [0.02, 0.05], combinations=list(COMBINATIONS))
+    assert [(r["sigma"], r["combination"]) for r in rows] == [(s, c) for s in (0.02, 0.05) for c in COMBINATIONS]
+    shipped = rows[0]
+    assert shipped["images"] == 2 and shipped["max_error"] >= shipped["mae"] >= abs(shipped["bias"])
+    assert shipped["mae"] < 0.005  # white noise on smooth images: within 10 %
+    saved = estimator_errors([str(tmp_path)], ["denoise"], [0.05], saved=True)
+    assert saved[0]["observation"] == "8-bit" and saved[0]["mae"] < 0.005
+    quality = auto_sigma_quality(["ddrm"], str(tmp_path), 0.1, model_set="tiny", limit=1, crop=32, steps=2)
+    assert (quality[0]["crop"], quality[0]["images"]) == (32, 1) and quality[0]["estimated_sigma_mean"] == pytest.approx(0.1, rel=0.15)
+    assert quality[0]["psnr_difference"] == pytest.approx(quality[0]["psnr_auto_sigma"] - quality[0]["psnr_true_sigma"])
+    text = noise_level_markdown({"estimator": rows + saved, "combinations": rows, "quality": quality})
+    assert "| ddrm |" in text and "centre 32×32" in text and "(12.75/255)" in text

@@ -53,6 +53,13 @@ def modcrop(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return x[..., : height - height % multiple, : width - width % multiple]
 
 
+def centre_crop(x: torch.Tensor, side: int) -> torch.Tensor:
+    """The central ``side``×``side`` pixels of ``x`` (…, H, W); the whole height or width where it is smaller."""
+    height, width = x.shape[-2:]
+    top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
+    return x[..., top : top + side, left : left + side]
+
+
 def dataset_paths(name: str) -> list[Path]:
     """Images of a named test set (Set5, Set14, set3c, Set12, BSD68) or of a folder."""
     from ..data import IMAGE_SUFFIXES, dataset_images
