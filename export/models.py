@@ -11,6 +11,7 @@ raises a :class:`UserError` that names the file and the tensor.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -38,6 +39,10 @@ NETWORK_CLASSES = {**AUTOENCODER_CLASSES, **UNET_CLASSES, **INN_CLASSES}
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 SCHEDULER_FILE = "scheduler_config.json"
+UPSCALER_SCALING_FACTOR = 0.08333
+"""The x4 upscaler's latent scale, which diffusers' pipeline imposes on its VAE whatever the config says."""
+
+log = logging.getLogger(__name__)
 
 
 def resolve_source(source: str | Path, subfolder: str | None = None) -> Path:
@@ -238,6 +243,10 @@ def load_sd_upscaler(
     """
     root = resolve_source(source)
     vae, unet, scheduler, prompt = _stable_diffusion_parts(root, with_image=True)
+    if vae.config.scaling_factor != UPSCALER_SCALING_FACTOR:  # as StableDiffusionUpscalePipeline.__init__ does
+        log.warning("%s: the upscaler's VAE has scaling_factor %s; using %s as diffusers does",
+                    root / "vae" / CONFIG_FILE, vae.config.scaling_factor, UPSCALER_SCALING_FACTOR)
+        vae.register_to_config(scaling_factor=UPSCALER_SCALING_FACTOR)
     max_noise_level = int(read_json(root / "model_index.json").get("max_noise_level", 350))
     low_res = load_scheduler_config(root / "low_res_scheduler" / SCHEDULER_FILE)
     if unet.config.num_class_embeds is None or unet.config.num_class_embeds <= max_noise_level:

@@ -277,3 +277,14 @@ def test_restore_takes_vae_with_a_model_set_and_refuses_it_with_a_bundle(sd_refe
                  "--vae", str(tmp_path / "vae-ft"), "-o", str(tmp_path / "out2.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--vae replaces a model set's autoencoder" in err, err
+
+
+def test_an_upscaler_vae_config_without_its_scaling_factor_gets_diffusers_0_08333(upscaler_reference, tmp_path):
+    """Older x4 upscaler configs lack ``scaling_factor``; diffusers' pipeline imposes 0.08333, and so does the loader."""
+    folder = tmp_path / "x4"
+    shutil.copytree(upscaler_reference, folder)
+    config = json.loads((folder / "vae" / "config.json").read_text())
+    del config["scaling_factor"]
+    (folder / "vae" / "config.json").write_text(json.dumps(config))
+    assert load_model_set(folder).meta["roles"]["sr_vae"]["scaling_factor"] == pytest.approx(0.08333)
+    assert StableDiffusionUpscalePipeline.from_pretrained(folder).vae.config.scaling_factor == pytest.approx(0.08333)
