@@ -104,8 +104,7 @@ class Indigo(Pipeline):
         inn = self._adaptable_inn() if cfg.adapt else None
         _, _, height, width = operator.x_shape
         scale = sr_scale(operator) or 1
-        y = pad_to(y, (height // scale, width // scale))
-        target = self._target(y, operator, factor)
+        target = self._target(pad_to(y, (height // scale, width // scale)), operator, factor)
 
         schedule = self.models.schedule("unet")
         latent_factor = self.models.latent_factor
