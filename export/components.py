@@ -241,7 +241,10 @@ class Denoiser(_UNetComponent):
     """``(x_t, t) → model output`` (ε, v or x₀ as ``meta["prediction_type"]`` says) of a
     ``UNet2DModel`` or, run on the stored ``c∅``, a Stable Diffusion ``UNet2DConditionModel``:
     component ``unet`` on latents of a VAE with downsampling factor ``downsample``, or
-    ``pixel_unet`` on images in the DDPM space [-1, 1] (``downsample = 1``)."""
+    ``pixel_unet`` on images in the DDPM space [-1, 1] (``downsample = 1``).
+
+    A UNet with learned variance (``2·C`` outputs ``[ε, v]`` for ``C`` inputs, e.g. a guided-diffusion
+    checkpoint) gives its first ``C`` channels, ε; the samplers use the schedule's fixed variances."""
 
     def __init__(
         self,
@@ -256,10 +259,12 @@ class Denoiser(_UNetComponent):
         if component not in ("unet", "pixel_unet"):
             raise ValueError(f"a Denoiser is the unet or the pixel_unet component, not {component}")
         sample = "latent" if component == "unet" else "sample"
+        channels = unet.config.in_channels
+        self.output_channels = channels if unet.config.out_channels == 2 * channels else unet.config.out_channels
         self.spec = ComponentSpec(
             component,
-            inputs=(TensorSpec(sample, _planes(unet.config.in_channels, downsample)), TensorSpec("timestep", ("B",))),
-            outputs=(TensorSpec("model_output", _planes(unet.config.out_channels, downsample)),),
+            inputs=(TensorSpec(sample, _planes(channels, downsample)), TensorSpec("timestep", ("B",))),
+            outputs=(TensorSpec("model_output", _planes(self.output_channels, downsample)),),
             multiple=downsample * unet_multiple(unet),
             meta={
                 "scheduler": scheduler,
@@ -270,7 +275,7 @@ class Denoiser(_UNetComponent):
         )
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        return self.unet(sample, timestep, **self.conditioning(sample.shape[0])).sample
+        return self.unet(sample, timestep, **self.conditioning(sample.shape[0])).sample[:, : self.output_channels]
 
 
 class SRDenoiser(_UNetComponent):

@@ -20,8 +20,9 @@ augmentation of its low-resolution input (:class:`.components.LowResNoise`).
 :func:`load_model_set` takes a registered name (``"tiny"``, ``"bundled"``) or a folder:
 one written by :meth:`ModelSet.save_pretrained` (``model_set.json`` plus one diffusers
 model folder per role, UNet folders with their ``scheduler_config.json``, and
-``prompt_embedding.safetensors`` and ``low_res_noise.json`` where they apply), or a
-public diffusers pipeline folder (:data:`PUBLIC_PIPELINES`).
+``prompt_embedding.safetensors`` and ``low_res_noise.json`` where they apply), a
+public diffusers pipeline folder (:data:`PUBLIC_PIPELINES`), or an OpenAI guided-diffusion
+UNet state dict (a ``.pt`` file, or a folder holding one; :mod:`.guided_diffusion`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from .components import (
     autoencoder_meta,
 )
 from .group_stats import GroupStats, has_group_norm
+from .guided_diffusion import checkpoint_file, load_guided_diffusion
 from .models import (
     SCHEDULER_FILE,
     load_autoencoder,
@@ -86,7 +88,7 @@ PUBLIC_PIPELINES = (
 
 # Noise schedules of the public models the tiny and bundled sets stand in for, sampled
 # without clipping x̂₀ (latents are not confined to [−1, 1]; DDRM keeps the reference's
-# unclipped x̂₀).
+# unclipped x̂₀). OpenAI's guided-diffusion UNets were trained on DDPM_SCHEDULE too.
 SD_SCHEDULE = scheduler_config({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "clip_sample": False})
 LDM_SR_SCHEDULE = scheduler_config({"beta_schedule": "scaled_linear", "beta_start": 0.0015, "beta_end": 0.0155, "clip_sample": False})
 DDPM_SCHEDULE = scheduler_config({"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02, "clip_sample": False})
@@ -345,12 +347,22 @@ def _load_model_set(name: str | Path) -> ModelSet:
         return MODEL_SETS[str(name)]()
     if not Path(name).expanduser().exists() and "/" not in str(name):
         raise UserError(f"unknown model set '{name}'; choose one of: {', '.join(MODEL_SETS)}, or pass a folder")
+    if Path(name).expanduser().is_file():
+        return _guided_diffusion_set(Path(name).expanduser())
     folder = resolve_source(name)
     if (folder / MANIFEST).is_file():
         return ModelSet.from_folder(folder)
     if (folder / "model_index.json").is_file():
         return _public_pipeline_set(folder)
+    if checkpoint_file(folder) is not None:
+        return _guided_diffusion_set(checkpoint_file(folder))
     raise UserError(
-        f"{folder} is not a model set: expected {MANIFEST} (a saved model set) "
-        f"or model_index.json (a diffusers pipeline: {', '.join(PUBLIC_PIPELINES)})"
+        f"{folder} is not a model set: expected {MANIFEST} (a saved model set), "
+        f"model_index.json (a diffusers pipeline: {', '.join(PUBLIC_PIPELINES)}) "
+        "or one guided-diffusion UNet .pt state dict"
     )
+
+
+def _guided_diffusion_set(checkpoint: Path) -> ModelSet:
+    """An OpenAI guided-diffusion UNet checkpoint as the ``pixel_unet`` of ``ddrm``, on its linear β schedule."""
+    return ModelSet(checkpoint.stem, {"pixel_unet": load_guided_diffusion(checkpoint)}, {"pixel_unet": DDPM_SCHEDULE})

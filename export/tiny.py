@@ -202,3 +202,14 @@ def tiny_sd_upscaler_folder(folder: Path, seed: int = 0) -> Path:
         max_noise_level=350,
     ).save_pretrained(folder)
     return folder
+
+
+def tiny_guided_diffusion_checkpoint(path: Path, seed: int = 0) -> Path:
+    """An OpenAI guided-diffusion UNet state dict (``256x256_diffusion_uncond.pt`` layout: the real
+    weight names, learned variance with 6 outputs, ``resblock_updown``, scale-shift norm, 64-channel
+    heads) at widths 32/64/128 with attention on the last two levels (one and two heads), saved to ``path``."""
+    from .guided_diffusion import from_diffusers, unet_layout
+
+    layout = unet_layout(3, 6, [32, 128], layers_per_block=1, attention=[False, True])
+    torch.save(from_diffusers(_seeded(seed, lambda: UNet2DModel(**layout))), path)
+    return path
