@@ -1,14 +1,15 @@
-"""Stable Diffusion checkpoint formats on their tiny random-weight instances: UNet step time and parity.
+"""Checkpoint formats on their tiny random-weight instances: UNet step time and parity.
 
-For each format (SD 1.x, SD 2.x 768 with v prediction, the x4 upscaler) this builds the
-tiny folder of :mod:`trt_restore.export.tiny`, loads it with ``load_model_set`` and
-measures, in one run:
+For each format (SD 1.x, SD 2.x 768 with v prediction, the x4 upscaler, an OpenAI
+guided-diffusion UNet state dict) this builds the tiny folder or file of
+:mod:`trt_restore.export.tiny`, loads it with ``load_model_set`` and measures, in one run:
 
 - the UNet component (one sampling step's network call) on torch eager and on onnxruntime
   (fp32, the exported graph), median of ``--repeats`` calls after a warm-up, one thread;
 - its largest difference from diffusers' own call of the same folder (the pipeline's ``unet``
   on ``encode_prompt("")``, the upscaler's with its ``low_res_scheduler`` noise), and the
-  exported graph's from torch;
+  exported graph's from torch (the guided-diffusion UNet is diffusers' ``UNet2DModel``
+  itself, so it has no separate diffusers call);
 - for the upscaler, the end-to-end parity of ``ldm-sr`` against diffusers'
   ``StableDiffusionUpscalePipeline`` at guidance scale 1, 10 DDIM steps, same seed.
 
@@ -30,12 +31,12 @@ from diffusers import StableDiffusionPipeline, StableDiffusionUpscalePipeline
 from trt_restore import restore
 from trt_restore.export.model_sets import load_model_set
 from trt_restore.export.onnx_export import export_component
-from trt_restore.export.tiny import tiny_sd_folder, tiny_sd_upscaler_folder
+from trt_restore.export.tiny import tiny_guided_diffusion_checkpoint, tiny_sd_folder, tiny_sd_upscaler_folder
 from trt_restore.metrics import psnr
 from trt_restore.runtime.onnxruntime_backend import OnnxRuntimeEngine
 
 IMAGE = 64
-"""Side of the restored image; the UNets see its latent (8×8 for f8, 16×16 for f4)."""
+"""Side of the restored image; the latent UNets see its latent (8×8 for f8, 16×16 for f4), the pixel UNet the image."""
 
 
 def median_seconds(call, repeats: int) -> float:
@@ -74,9 +75,11 @@ def upscaler_pipeline_parity(folder: Path) -> float:
     return psnr(ours, expected)
 
 
-def measure(label: str, folder: Path, upscaler: bool, repeats: int, work: Path) -> dict:
+def measure(label: str, folder: Path, kind: str, repeats: int, work: Path) -> dict:
+    """One format's row; ``kind`` is ``sd``, ``upscaler`` or ``guided`` (guided-diffusion)."""
     models = load_model_set(folder)
-    component, method = ("sr_unet", "ldm-sr") if upscaler else ("unet", "reld")
+    upscaler = kind == "upscaler"
+    component, method = {"sd": ("unet", "reld"), "upscaler": ("sr_unet", "ldm-sr"), "guided": ("pixel_unet", "ddrm")}[kind]
     wrapper = models.wrapper(component, method)
     inputs = wrapper.example_inputs(1, IMAGE, IMAGE, seed=1)
     spec = export_component(wrapper, work / f"{label}.onnx", example_size=(IMAGE, IMAGE))
@@ -84,16 +87,16 @@ def measure(label: str, folder: Path, upscaler: bool, repeats: int, work: Path) 
     named = {t.name: x for t, x in zip(spec.inputs, inputs)}
     with torch.inference_mode():
         ours = wrapper(*inputs)
-        reference = reference_output(folder, upscaler, inputs)
         row = {
             "format": label,
             "component": component,
             "unet_parameters": sum(p.numel() for p in wrapper.unet.parameters()),
             "torch_ms": 1e3 * median_seconds(lambda: wrapper(*inputs), repeats),
             "onnxruntime_ms": 1e3 * median_seconds(lambda: session(**named), repeats),
-            "component_vs_diffusers_max_abs": float((ours - reference).abs().max()),
             "onnx_vs_torch_max_abs": float((session(**named)["model_output"] - ours).abs().max()),
         }
+        if kind != "guided":
+            row["component_vs_diffusers_max_abs"] = float((ours - reference_output(folder, upscaler, inputs)).abs().max())
     row["onnxruntime_speedup"] = row["torch_ms"] / row["onnxruntime_ms"]
     if upscaler:
         row["pipeline_vs_diffusers_db"] = upscaler_pipeline_parity(folder)
@@ -110,16 +113,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         formats = (
-            ("SD 1.x", lambda: tiny_sd_folder(work / "sd1", "1"), False),
-            ("SD 2.x 768 (v)", lambda: tiny_sd_folder(work / "sd2", "2-v"), False),
-            ("SD x4 upscaler", lambda: tiny_sd_upscaler_folder(work / "x4"), True),
+            ("SD 1.x", lambda: tiny_sd_folder(work / "sd1", "1"), "sd"),
+            ("SD 2.x 768 (v)", lambda: tiny_sd_folder(work / "sd2", "2-v"), "sd"),
+            ("SD x4 upscaler", lambda: tiny_sd_upscaler_folder(work / "x4"), "upscaler"),
+            ("guided-diffusion .pt", lambda: tiny_guided_diffusion_checkpoint(work / "guided.pt"), "guided"),
         )
-        for label, make, upscaler in formats:
-            rows.append(measure(label, make(), upscaler, args.repeats, work))
+        for label, make, kind in formats:
+            rows.append(measure(label, make(), kind, args.repeats, work))
     print("| format | UNet step, torch | onnxruntime | ratio | UNet vs diffusers (max abs) | pipeline vs diffusers |")
     print("| --- | --- | --- | --- | --- | --- |")
     for row in rows:
-        component = f"{row['component_vs_diffusers_max_abs']:.1e}"
+        component = f"{row['component_vs_diffusers_max_abs']:.1e}" if "component_vs_diffusers_max_abs" in row else "n/a"
         pipeline = f"{row['pipeline_vs_diffusers_db']:.1f} dB" if "pipeline_vs_diffusers_db" in row else "n/a"
         print(f"| {row['format']} | {row['torch_ms']:.1f} ms | {row['onnxruntime_ms']:.1f} ms | "
               f"{row['onnxruntime_speedup']:.2f}× | {component} | {pipeline} |")
