@@ -70,7 +70,8 @@ def test_attention_keeps_the_legacy_qkv_head_order(checkpoint):
     scale = 1 / math.sqrt(math.sqrt(HEAD_CHANNELS))
     weight = torch.softmax(torch.einsum("bct,bcs->bts", q * scale, k * scale), dim=-1)
     h = torch.einsum("bts,bcs->bct", weight, v).reshape(1, channels, -1)
-    expected = x + torch.nn.functional.conv1d(h, state[f"{prefix}.proj_out.weight"], state[f"{prefix}.proj_out.bias"]).reshape(x.shape)
+    projected = torch.nn.functional.conv1d(h, state[f"{prefix}.proj_out.weight"], state[f"{prefix}.proj_out.bias"])
+    expected = x + projected.reshape(x.shape)
     with torch.no_grad():
         torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
 
@@ -99,7 +100,8 @@ def test_a_pt_file_that_is_not_a_guided_diffusion_unet_is_a_one_line_error(tmp_p
     with pytest.raises(UserError, match="is not a guided-diffusion UNet state dict"):
         load_model_set(tmp_path / "other.pt")
     write_image(tmp_path / "in.png", torch.rand(3, 8, 8))
-    arguments = ["restore", str(tmp_path / "in.png"), "--method", "ddrm", "--task", "sr4", "--backend", "torch", "-o", str(tmp_path / "out.png")]
+    arguments = ["restore", str(tmp_path / "in.png"), "--method", "ddrm", "--task", "sr4", "--backend", "torch",
+                 "-o", str(tmp_path / "out.png")]
     assert main([*arguments, "--model-set", str(tmp_path / "broken.pt")]) != 0
     error = capsys.readouterr().err.strip()
     assert "is not a readable PyTorch state dict" in error and "\n" not in error
