@@ -9,8 +9,8 @@ input and reports the tile's own as a graph output:
   mean and variance. A group with ``n = 0`` normalises with the tile's own statistics, as
   ``nn.GroupNorm`` does (an untiled run, and pass 1 of a tiled one);
 - input ``stats_weight`` ``(B, 1, h, w)`` on the component's finest grid: how much each
-  pixel of the tile counts in the whole image (the tile's normalised blend weight ``ŵ_i``,
-  zero on padding); a layer on a grid ``k`` times coarser averages it over ``k × k`` blocks
+  pixel of the tile counts in the whole image (1 where the tile owns the pixel, 0 elsewhere
+  and on padding; ones untiled); a layer on a grid ``k`` times coarser averages it over ``k × k`` blocks
   and broadcasts it over the group's channels: ``ω``;
 - output ``tile_stats`` ``(B, 3, G)``: the tile's weighted statistics of each group's input,
 

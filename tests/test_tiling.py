@@ -1,10 +1,11 @@
-"""Overlapping tiles: coverage, seamless blending, and the VJP as the exact adjoint of the tiled decoder."""
+"""Overlapping tiles: coverage, seamless blending, whole-image consistency of tiled restorations, seams on a real photo."""
 
 from itertools import pairwise
 
 import pytest
 import torch
 from torch import nn
+from trt_restore.api import load_models
 from trt_restore.metrics import psnr
 from trt_restore.runtime.tiling import TiledEngine, tile_for, tile_starts
 from trt_restore.runtime.torch_backend import TorchEngine
@@ -66,17 +67,22 @@ TILED_METHODS = {  # method: (task, the fewest steps that keep the test cheap)
 }
 
 
-SEAMS_SHOW = pytest.mark.xfail(
+PASS_ONE_SHORT = pytest.mark.xfail(
     raises=AssertionError,
     strict=True,
-    reason="GroupNorm statistics and self-attention see one tile, not the whole image: 29-33 dB (tiling.py)",
+    reason="pass 1 takes the deeper GroupNorms' statistics from tiles normalised with their own: "
+    "37.9 dB (ddrm), 38.5 (ddrm-ldm); with the untiled run's statistics ddrm reaches 42.9 (tiling.py)",
 )
+SHORT_OF_40_DB = ("ddrm", "ddrm-ldm")
 
 
-# RELD denoising leans on the observation (τ 0.1), which every tile sees alike: it passes.
-@pytest.mark.parametrize("method", [pytest.param(m, marks=() if m == "reld" else SEAMS_SHOW) for m in TILED_METHODS])
-def test_tiled_restoration_matches_untiled(method, data_path):
-    """A 256×256 restoration on 128-pixel tiles against the whole image, same observation and seed: ≥ 40 dB."""
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize(
+    "method", [pytest.param(m, marks=PASS_ONE_SHORT if m in SHORT_OF_40_DB else ()) for m in TILED_METHODS]
+)
+def test_tiled_restoration_matches_untiled(method, backend, data_path):
+    """A 256×256 restoration on 128-pixel tiles against the whole image, same observation and seed: ≥ 40 dB
+    (whole-image GroupNorm statistics in two passes; the latent UNets' wider tiles hold the whole latent)."""
     from trt_restore.api import restore
     from trt_restore.io import read_image
 
@@ -86,8 +92,48 @@ def test_tiled_restoration_matches_untiled(method, data_path):
     y = (truth + noise).clamp(0, 1) if task == "denoise" else torch.nn.functional.avg_pool2d(truth, 4)
     sigma = 0.05 if task == "denoise" else 0.0
     full, tiled = (
-        restore(y, method, task=task, sigma=sigma, backend="torch", config=config, tile=tile).clamp(0, 1)
+        restore(y, method, task=task, sigma=sigma, backend=backend, config=config, tile=tile).clamp(0, 1)
         for tile in (256, 128)
     )
-    print(f"{method}: tiled vs untiled {psnr(full, tiled):.1f} dB")
+    print(f"{method}, {backend}: tiled vs untiled {psnr(full, tiled):.1f} dB")
     assert psnr(full, tiled) >= 40
+
+
+def test_a_real_photo_restored_on_the_clis_tiles_shows_no_seams(data_path):
+    """DDRM denoising of a real noisy photo (500×375) on onnxruntime's default 256-pixel tiles: the
+    mean absolute gradient across the tile edges is within 1.1× of that elsewhere."""
+    from trt_restore.api import (
+        DEFAULT_TILES,
+        load_models,
+        padded_size,
+        restore,
+        size_multiple,
+    )
+    from trt_restore.io import read_image
+    from trt_restore.metrics import seam_ratio
+    from trt_restore.runtime.tiling import tile_edges
+
+    photo = read_image(data_path("real/RNI15") / "Flowers.png").data[None]
+    size = tuple(photo.shape[-2:])
+    _, models = load_models("ddrm", backend="onnxruntime", image_size=size, threads=1)
+    unet = models.engines["pixel_unet"]
+    assert isinstance(unet, TiledEngine) and unet.tile == (DEFAULT_TILES["onnxruntime"],) * 2
+    restored = restore(photo, "ddrm", task="denoise", sigma=0.05, models=models, config={"steps": 5})
+    canvas = padded_size(size, size_multiple(models))  # the tiles cover the padded canvas
+    rows, cols = (tile_edges(n, t, unet.overlap) for n, t in zip(canvas, unet.tile, strict=True))
+    ratio = seam_ratio(restored, rows, cols)
+    print(f"seam ratio {ratio:.3f} (edges at rows {rows}, columns {cols})")
+    assert ratio <= 1.1
+
+
+def test_latent_unets_run_on_wider_tiles_within_a_bundles_profile():
+    """A latent UNet's tile spans tile/2 latent pixels (f/2 times the image side), capped by its largest profile."""
+    from trt_restore.api import latent_unet_tile, tiled
+
+    _, models = load_models("ldm-sr", model_set="tiny", backend="torch", tile=128)
+    assert models.engines["sr_unet"].tile == (256, 256)  # f4: 64 latent pixels
+    assert models.engines["decoder"].tile == (128, 128)
+    spec = models.engines["sr_unet"].spec
+    assert latent_unet_tile(spec, 128, largest=192) == 192 and latent_unet_tile(spec, None) is None
+    inner = {name: engine.inner for name, engine in models.engines.items()}
+    assert tiled(inner, 128, {"sr_unet": 160})["sr_unet"].tile == (160, 160)

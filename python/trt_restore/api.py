@@ -132,8 +132,9 @@ def load_models(
     return method, Models(tiled(engines, tile), trainable)
 
 
-def tiled(engines: dict, tile: int | None) -> dict:
-    """Engines wrapped to run on overlapping tiles where the image exceeds ``tile`` or the graph is static.
+def tiled(engines: dict, tile: int | None, largest: dict[str, int] | None = None) -> dict:
+    """Engines wrapped to run on overlapping tiles where the image exceeds ``tile`` (a latent
+    UNet's: :func:`latent_unet_tile`, at most its ``largest`` accepted side) or the graph is static.
 
     The decoder uses the decoder VJP's tiles when that graph is static, so that the VJP stays
     the exact adjoint of the tiled decoder (at the decoder's whole-image GroupNorm statistics,
@@ -141,7 +142,8 @@ def tiled(engines: dict, tile: int | None) -> dict:
     """
     from .runtime.tiling import TiledEngine, tile_for, whole
 
-    plans = {name: tile_for(engine.spec, tile) for name, engine in engines.items()}
+    largest = largest or {}
+    plans = {name: tile_for(engine.spec, latent_unet_tile(engine.spec, tile, largest.get(name))) for name, engine in engines.items()}
     if "decoder" in engines and plans.get("decoder_vjp"):
         plans["decoder"] = plans["decoder_vjp"]
     wrapped = {
@@ -158,6 +160,18 @@ def tiled(engines: dict, tile: int | None) -> dict:
     return {name: wrapped[name] for name in engines}
 
 
+def latent_unet_tile(spec, tile: int | None, largest: int | None = None) -> int | None:
+    """The tile (image pixels) of a component: ``tile``, except for a latent UNet, whose tiles span
+    ``tile // 2`` latent pixels (``f/2`` times the image side; at most ``largest``), so that its
+    self-attention sees a whole latent up to that size; its attention at half the latent's
+    resolution then holds at most ``(tile/4)²`` tokens, 4096 on onnxruntime's 256-pixel tiles."""
+    downsample = spec.meta.get("downsample", 1)
+    if tile is None or "scheduler" not in spec.meta or downsample == 1:
+        return tile
+    wider = max(tile, tile // 2 * downsample // spec.multiple * spec.multiple)
+    return wider if largest is None else max(tile, min(wider, largest // spec.multiple * spec.multiple))
+
+
 def _models_from_bundle(method, engine, backend, device, threads, tile, precision) -> tuple[str, Models]:
     from .runtime.bundle import Bundle
 
@@ -171,9 +185,9 @@ def _models_from_bundle(method, engine, backend, device, threads, tile, precisio
     options = {"threads": threads} if bundle.backend in ONNX_BACKENDS else {}
     if bundle.backend == "openvino" and precision is not None:
         options["precision"] = precision
-    if tile is None:
-        tile = min(min(p.max["H"], p.max["W"]) for name in bundle.components for p in bundle.profiles(name))
-    return bundle.method, Models(tiled(bundle.engines(device, **options), tile))
+    largest = {name: min(min(p.max["H"], p.max["W"]) for p in bundle.profiles(name)) for name in bundle.components}
+    tile = min(largest.values()) if tile is None else tile
+    return bundle.method, Models(tiled(bundle.engines(device, **options), tile, largest))
 
 
 def _onnx_engines(wrappers, image_size, backend, options):

@@ -16,6 +16,14 @@ tile results:
 Graphs with static shapes (``decoder_vjp``) always get tiles of exactly their size; an
 image smaller than a tile is padded (replicated inputs, zero cotangent) and cropped.
 
+In the diffusion loops the tiled component is the UNet, so every step blends the tiles'
+predictions (ε, v or x₀) on the whole latent or image before the sampler's update. That
+is MultiDiffusion's scheme (Bar-Tal et al. 2023: each step the least-squares fit of the
+tiles' denoised proposals, ``x_{t−1} = Σ_i P_iᵀ(w_i ⊙ Φ(Q_i x_t)) / Σ_i P_iᵀ w_i``): the DDIM
+and DDRM updates are affine in the prediction with coefficients equal over the image, so
+averaging predictions equals averaging the tiles' proposals, with feathered weights ``w_i``
+in place of MultiDiffusion's uniform ones (which leave a step where a tile ends).
+
 Tiling is seamless for networks whose receptive field fits in the overlap (40+ dB), but
 not for the diffusers networks as they are: every GroupNorm would normalise a tile with
 the tile's own statistics (the main cause of tile-to-tile shifts of colour and contrast:
@@ -25,18 +33,26 @@ statistics (``export/group_stats.py``: the statistics in, the tile's out) run in
 passes, on every backend alike:
 
 1. every tile runs normalised with its own statistics and reports, for each group,
-   ``(n_i, μ_i, v_i)`` weighted by ``ŵ_i`` (zero on padding), so that each image pixel
-   counts once; :func:`combine_stats` reduces them exactly to the whole image's;
+   ``(n_i, μ_i, v_i)`` over the pixels it owns (:func:`interior_owners`: each image pixel
+   belongs to the tile in which it lies farthest from an interior edge, so it counts once
+   and where the tile's features are closest to the untiled ones); :func:`combine_stats`
+   reduces them exactly to the whole image's;
 2. every tile runs again, normalised with those.
 
 Pass 1 is exact for the first GroupNorm and approximate after it (the layers before see
 tile statistics), and it costs one more run of each tile: twice the time of a tiled call,
-the same peak memory (one tile at a time, plus ``3·G`` numbers per image). On the bundled
-VAE at 256×256 with 128-pixel tiles it lifts the encoder from 33 to 46 dB and the decoder
-from 30 to 40 dB against the untiled network (normalising with the untiled run's own
-statistics: 55 and 43 dB). The decoder VJP takes pass 1 from the decoder (same tiles,
-remembered for the last latent) and is the adjoint of the tiled decoder at those frozen
-statistics. Images up to ``tile`` run whole, so the default tiles
+the same peak memory (one tile at a time, plus ``3·G`` numbers per image). Bundled
+networks at 256×256 on 128-pixel tiles, against the untiled network (own statistics →
+two passes; normalised with the untiled run's statistics in brackets): encoder 33.3 →
+42.8 dB (55.4), decoder 30.4 → 40.3 (42.8), pixel UNet at t = 500 44.6 → 52.3 (55.7). A
+third pass (pass 1 again, normalised with pass 1's statistics) gains 2-9 dB per network
+but only 0.8 dB on a whole DDRM restoration (37.9 → 38.7), not worth 1.5× the time.
+The decoder VJP takes pass 1 from the decoder (same tiles, remembered for the last
+latent) and is the adjoint of the tiled decoder at those frozen statistics.
+
+Self-attention still sees one tile. The latent UNets therefore run on wider tiles
+(``api.latent_unet_tile``: ``tile/2`` latent pixels), so that a latent up to that size
+is attended whole. Images up to ``tile`` run whole, so the default tiles
 (``api.DEFAULT_TILES``) are a memory bound, not a quality setting.
 """
 
@@ -66,6 +82,12 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return starts + [size - tile]
 
 
+def tile_edges(size: int, tile: int, overlap: int) -> list[int]:
+    """Where tiles of ``tile`` covering ``size`` begin or end inside the image (:func:`tile_starts`)."""
+    starts = tile_starts(size, tile, overlap)
+    return sorted({s for s in starts if s > 0} | {s + tile for s in starts if s + tile < size})
+
+
 def ramp(length: int, start: int, total: int, overlap: int, device) -> torch.Tensor:
     """1-D blend weight of a tile at ``start``: linear ramps over the overlap on interior edges."""
     position = torch.arange(length, device=device, dtype=torch.float32) + 0.5
@@ -89,6 +111,24 @@ def spatial_divisors(spec: ComponentSpec) -> dict[str, int]:
         else:
             divisors[tensor.name] = max(static) // dim
     return divisors
+
+
+def interior_owners(starts: list[int], tile: int, canvas: int, size: int, device) -> list[torch.Tensor]:
+    """For tiles of length ``tile`` at ``starts``, which of a tile's positions it owns (1) in the
+    statistics: each position of the image (below ``size``) belongs to the tile in which it lies
+    farthest from an interior edge, where the tile's features are closest to the untiled ones."""
+    position = torch.arange(canvas, device=device, dtype=torch.float32) + 0.5
+    margins = []
+    for start in starts:
+        margin = torch.full((canvas,), -torch.inf, device=device)
+        inside = slice(start, start + tile)
+        before = position[inside] - start if start > 0 else torch.full((tile,), torch.inf, device=device)
+        after = start + tile - position[inside] if start + tile < canvas else torch.full((tile,), torch.inf, device=device)
+        margin[inside] = torch.minimum(before, after)
+        margins.append(margin)
+    owner = torch.stack(margins).argmax(0)
+    owner[size:] = -1
+    return [(owner[start : start + tile] == index).float() for index, start in enumerate(starts)]
 
 
 def combine_stats(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -202,8 +242,9 @@ class TiledEngine(Engine):
         raise UserError(f"component '{self.spec.name}' has no image-shaped input to tile")
 
     def _tiles(self, height: int, width: int):
-        """The canvas, and each tile's ``(top, left, w_i, ŵ_i)``: its blend weight, and that weight
-        normalised to sum to one over the tiles and zero on the canvas's padding."""
+        """The canvas, and each tile's ``(top, left, w_i, ŵ_i, ω_i)``: its blend weight, that weight
+        normalised to sum to one over the tiles and zero on the canvas's padding, and its share of
+        the statistics (:func:`interior_owners`)."""
         tile_h, tile_w = self.tile
         canvas_h, canvas_w = max(height, tile_h), max(width, tile_w)
         rows, cols = tile_starts(canvas_h, tile_h, self.overlap), tile_starts(canvas_w, tile_w, self.overlap)
@@ -212,18 +253,21 @@ class TiledEngine(Engine):
             for left in cols:
                 total[top : top + tile_h, left : left + tile_w] += self._weight(top, left, canvas_h, canvas_w)
         total[height:], total[:, width:] = torch.inf, torch.inf
+        row_owners = interior_owners(rows, tile_h, canvas_h, height, self.device)
+        col_owners = interior_owners(cols, tile_w, canvas_w, width, self.device)
         tiles = []
-        for top in rows:
-            for left in cols:
+        for top, row_share in zip(rows, row_owners, strict=True):
+            for left, col_share in zip(cols, col_owners, strict=True):
                 weight = self._weight(top, left, canvas_h, canvas_w)
-                tiles.append((top, left, weight, weight / total[top : top + tile_h, left : left + tile_w]))
+                normalised = weight / total[top : top + tile_h, left : left + tile_w]
+                tiles.append((top, left, weight, normalised, row_share[:, None] * col_share[None, :]))
         return (canvas_h, canvas_w), tiles
 
-    def _stats_feeds(self, piece, normalised, stats) -> dict[str, torch.Tensor]:
+    def _stats_feeds(self, piece, share, stats) -> dict[str, torch.Tensor]:
         """``piece`` with the given statistics (zeros: its own) and its pixels' weight in them."""
         if not self.group_stats:
             return piece
-        weight = self._resample(normalised, self.divisors[STATS_WEIGHT_INPUT])
+        weight = self._resample(share, self.divisors[STATS_WEIGHT_INPUT])
         batch = next(iter(piece.values())).shape[0]
         return {**piece, GROUP_STATS_INPUT: stats, STATS_WEIGHT_INPUT: weight.expand(batch, 1, *weight.shape)}
 
@@ -242,9 +286,9 @@ class TiledEngine(Engine):
         batch = next(iter(inputs.values())).shape[0]
         zeros = torch.zeros(batch, 3, self.inner.spec.meta["group_stats"])
         parts = []
-        for top, left, _, normalised in tiles:
+        for top, left, _, _, share in tiles:
             piece = {name: self._cut(name, value, top, left) for name, value in padded.items()}
-            parts.append(self.inner(**self._stats_feeds(piece, normalised, zeros))[TILE_STATS_OUTPUT])
+            parts.append(self.inner(**self._stats_feeds(piece, share, zeros))[TILE_STATS_OUTPUT])
         stats = combine_stats(parts)
         self._last_statistics = ({k: v.detach().clone() for k, v in inputs.items()}, stats)
         return stats
@@ -259,11 +303,11 @@ class TiledEngine(Engine):
         inputs = {name: self._pad(name, value, canvas_h, canvas_w) for name, value in inputs.items()}
         outputs: dict[str, torch.Tensor] = {}
         totals: dict[str, torch.Tensor] = {}
-        for top, left, weight, normalised in tiles:
+        for top, left, weight, normalised, share in tiles:
             piece = {name: self._cut(name, value, top, left) for name, value in inputs.items()}
             if self.adjoint_input is not None:
                 piece[self.adjoint_input] = piece[self.adjoint_input] * normalised
-            results = self.inner(**self._stats_feeds(piece, normalised, stats))
+            results = self.inner(**self._stats_feeds(piece, share, stats))
             results.pop(TILE_STATS_OUTPUT, None)
             for name, value in results.items():
                 d = self.divisors.get(name)
