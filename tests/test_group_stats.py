@@ -102,3 +102,19 @@ def test_the_vjp_takes_the_decoders_statistics_and_is_its_adjoint_at_them():
     h = 1e-3
     jvp = (at_frozen(latent=z + h * u)["image"] - at_frozen(latent=z - h * u)["image"]) / (2 * h)
     assert backward == pytest.approx(float((jvp * r).sum()), rel=5e-3)
+
+
+def test_tensorrt_rtx_builds_the_graph_with_statistics_inputs(tmp_path):
+    """The `.plan` path: TensorRT-RTX parses and builds the exported decoder with its statistics tensors."""
+    from trt_restore.runtime.trt_loader import installed_flavours
+
+    if "tensorrt_rtx" not in installed_flavours():
+        pytest.skip("needs tensorrt-rtx, which builds engines without a GPU")
+    from trt_restore.engine.build import build_engine
+    from trt_restore.runtime.profile import Profile
+
+    wrapper = load_model_set("tiny").wrapper("decoder", "reld", group_stats=True)
+    spec = export_component(wrapper, tmp_path / "decoder.onnx", example_size=(64, 64))
+    profile = Profile.for_images(((64, 64), (128, 128), (128, 128)), batch=(1, 1, 1))
+    plan = build_engine(tmp_path / "decoder.onnx", spec, precision="fp32", flavour="tensorrt_rtx", profiles=[profile])
+    assert isinstance(plan, bytes) and len(plan) > 10_000
