@@ -71,6 +71,7 @@ from ..specs import (
     without_group_stats,
 )
 from .engine import Engine
+from .graphs import capturing
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -161,9 +162,11 @@ class OwnStatistics(Engine):
         name = next(t.name for t in self.spec.inputs if t.name in divisors)  # an image-shaped input
         value, scale = inputs[name], divisors[name] // self.divisor
         grid = (value.shape[0], 1, value.shape[-2] * scale, value.shape[-1] * scale)
-        outputs = self.inner(
-            **inputs, **{GROUP_STATS_INPUT: torch.zeros(value.shape[0], 3, self.groups), STATS_WEIGHT_INPUT: torch.ones(grid)}
-        )
+        own = {
+            GROUP_STATS_INPUT: torch.zeros(value.shape[0], 3, self.groups, device=self.device),
+            STATS_WEIGHT_INPUT: torch.ones(grid, device=self.device),
+        }
+        outputs = self.inner(**inputs, **own)
         outputs.pop(TILE_STATS_OUTPUT)
         return outputs
 
@@ -274,7 +277,7 @@ class TiledEngine(Engine):
     def statistics(self, **inputs: torch.Tensor) -> torch.Tensor:
         """Pass 1: the whole image's GroupNorm ``(n, μ, v)`` (B, 3, G) from every tile
         normalised with its own (:func:`combine_stats`); the last inputs' are remembered."""
-        if self._last_statistics is not None:
+        if self._last_statistics is not None and not capturing():  # comparing waits for the GPU
             last, stats = self._last_statistics
             if last.keys() == inputs.keys() and all(
                 last[k].shape == v.shape and torch.equal(last[k], v.to(last[k].device)) for k, v in inputs.items()
@@ -284,7 +287,7 @@ class TiledEngine(Engine):
         (canvas_h, canvas_w), tiles = self._tiles(height, width)
         padded = {name: self._pad(name, value, canvas_h, canvas_w) for name, value in inputs.items()}
         batch = next(iter(inputs.values())).shape[0]
-        zeros = torch.zeros(batch, 3, self.inner.spec.meta["group_stats"])
+        zeros = torch.zeros(batch, 3, self.inner.spec.meta["group_stats"], device=self.device)
         parts = []
         for top, left, _, _, share in tiles:
             piece = {name: self._cut(name, value, top, left) for name, value in padded.items()}
