@@ -196,6 +196,8 @@ def test_openvino_bundle_refuses_a_gpu_device(openvino_bundle):
 BF16_BELOW_TARGET = {
     "ddrm": "measured 38.2 dB at 256² (benchmarks/cpu/backends): DDRM's x₀ = (x − √(1−ᾱ) ε)/√ᾱ scales the pixel "
     "UNet's bf16 error in ε by √(1−ᾱ)/√ᾱ, large at the early steps",
+    "reld": "measured 33.5 dB at 64², 3 iterations; the bf16 decoder is the cause (with it alone in fp32: 71.5 dB; "
+    "the decoder VJP, encoder or UNet alone in fp32: 33.5 dB)",
 }
 """Methods whose bf16 result misses the 40 dB target on this CPU, and why (expected failures, not strict)."""
 
