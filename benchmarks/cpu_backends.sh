@@ -12,6 +12,6 @@ for method in ldm-sr indigo-latent ddrm-ldm ddrm indigo-pixel reld; do
     "$PY" benchmarks/run.py --model-set bundled --sections speed --methods "$method" \
         --variants torch,torch-bf16,onnxruntime,openvino,openvino-bf16 \
         --batches 1 --repeats 2 --steps 5 --threads 1 \
-        --json "$OUT/$method.json" --report-dir "$OUT/$method" --no-plots "$@" || echo "$method: failed, see above"
+        --json "$OUT/$method.json" --report-dir "${TMPDIR:-/tmp}/trt-restore-bench-$method" --no-plots "$@" || echo "$method: failed, see above"
 done
-"$PY" benchmarks/run.py --from-json $(ls "$OUT"/*.json | grep -v bench.json) --json "$OUT/bench.json" --report-dir "$OUT"
+"$PY" benchmarks/run.py --from-json "$OUT"/*.json --report-dir "$OUT"
