@@ -298,11 +298,13 @@ class TiledEngine(Engine):
 
     def _tiled(self, inputs, height, width) -> dict[str, torch.Tensor]:
         tile_h, tile_w = self.tile
+        (canvas_h, canvas_w), tiles = self._tiles(height, width)
         stats = None
-        if self.group_stats:
+        if self.group_stats and len(tiles) == 1:  # a static graph's one tile: its own statistics, as untiled
+            stats = torch.zeros(next(iter(inputs.values())).shape[0], 3, self.inner.spec.meta["group_stats"], device=self.device)
+        elif self.group_stats:
             source = self.statistics_source
             stats = source.statistics(**{t.name: inputs[t.name] for t in source.spec.inputs})
-        (canvas_h, canvas_w), tiles = self._tiles(height, width)
         inputs = {name: self._pad(name, value, canvas_h, canvas_w) for name, value in inputs.items()}
         outputs: dict[str, torch.Tensor] = {}
         totals: dict[str, torch.Tensor] = {}
