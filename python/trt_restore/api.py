@@ -119,7 +119,12 @@ def load_models(
     if backend in ONNX_BACKENDS:
         multiple = math.lcm(scale, *(w.spec.multiple for w in wrappers.values()))
         canvas = padded_size(image_size, multiple)
-        options = {"threads": threads} if backend == "onnxruntime" else {"threads": threads, "precision": precision or "auto"}
+        options = {name: {"threads": threads} for name in wrappers}
+        if backend == "openvino":
+            from .runtime.openvino_backend import component_precision
+
+            for name in wrappers:
+                options[name]["precision"] = component_precision(precision or "auto", method, name)
         engines = _onnx_engines(wrappers, (min(canvas[0], tile), min(canvas[1], tile)), backend, options)
     else:
         from .runtime.torch_backend import TorchEngine
@@ -191,7 +196,8 @@ def _models_from_bundle(method, engine, backend, device, threads, tile, precisio
 
 
 def _onnx_engines(wrappers, image_size, backend, options):
-    """Export each component to ONNX in a temporary folder and load it on ``backend`` (onnxruntime or openvino)."""
+    """Export each component to ONNX in a temporary folder and load it on ``backend`` (onnxruntime or openvino)
+    with its ``options`` (by component name)."""
     from .export.onnx_export import export_component
 
     if backend == "openvino":
@@ -203,7 +209,7 @@ def _onnx_engines(wrappers, image_size, backend, options):
         for name, wrapper in wrappers.items():
             path = Path(folder) / f"{name}.onnx"
             spec = export_component(wrapper, path, example_size=image_size)
-            engines[name] = engine_class(path, spec, **options)
+            engines[name] = engine_class(path, spec, **options[name])
     return engines
 
 

@@ -38,6 +38,7 @@ from .openvino_backend import (
     INSTALL_HINT,
     OpenVinoEngine,
     choose_precision,
+    component_precision,
     openvino_version,
 )
 from .profile import Profile
@@ -312,7 +313,8 @@ class Bundle:
                 raise UserError(f"{self.path.name} holds graphs for OpenVINO on the CPU, not on '{device}'")
             self.check_runnable()
             return OpenVinoEngine(
-                self.read(record["entry"]), spec, threads=threads, precision=precision or self.precision,
+                self.read(record["entry"]), spec, threads=threads,
+                precision=component_precision(precision or self.precision, self.method, name),
                 cache_dir=self.cache_dir,
             )
         if self.backend == "onnxruntime":
