@@ -144,17 +144,22 @@ def to_diffusers(state: dict, config: dict) -> dict:
             converted.update(_attention(state, old, new))
             used.update(f"{old}.{part}.{tensor}" for part in ("norm", "qkv", "proj_out") for tensor in ("weight", "bias"))
             continue
-        names = _RESBLOCK.items() if kind == "resblock" else [("", "")]
-        for part_old, part_new in names:
-            for tensor in ("weight", "bias"):
-                source = ".".join(filter(None, (old, part_old, tensor)))
-                if source in state:
-                    converted[".".join(filter(None, (new, part_new, tensor)))] = state[source]
-                    used.add(source)
+        for source, target in _tensor_names(old, new, kind):
+            if source in state:
+                converted[target] = state[source]
+                used.add(source)
     unused = sorted(set(state) - used)
     if unused:
         raise UserError(f"guided-diffusion weights this UNet layout does not have: {', '.join(unused[:3])}")
     return converted
+
+
+def _tensor_names(old: str, new: str, kind: str):
+    """(guided-diffusion name, ``UNet2DModel`` name) of each weight and bias of a layer that is not attention."""
+    parts = _RESBLOCK.items() if kind == "resblock" else [("", "")]
+    for part_old, part_new in parts:
+        for tensor in ("weight", "bias"):
+            yield ".".join(filter(None, (old, part_old, tensor))), ".".join(filter(None, (new, part_new, tensor)))
 
 
 def _attention(state: dict, old: str, new: str) -> dict:
@@ -188,12 +193,9 @@ def from_diffusers(unet: UNet2DModel) -> dict:
             converted[f"{old}.proj_out.weight"] = state[f"{new}.to_out.0.weight"].reshape(channels, channels, 1)
             converted[f"{old}.proj_out.bias"] = state[f"{new}.to_out.0.bias"]
             continue
-        names = _RESBLOCK.items() if kind == "resblock" else [("", "")]
-        for part_old, part_new in names:
-            for tensor in ("weight", "bias"):
-                source = ".".join(filter(None, (new, part_new, tensor)))
-                if source in state:
-                    converted[".".join(filter(None, (old, part_old, tensor)))] = state[source]
+        for target, source in _tensor_names(old, new, kind):
+            if source in state:
+                converted[target] = state[source]
     return converted
 
 
