@@ -38,29 +38,54 @@ from trt_restore.specs import (
     STATS_WEIGHT_INPUT,
     TILE_STATS_OUTPUT,
     ComponentSpec,
+    NO_TOKEN,
     TensorSpec,
+    attention_context_names,
 )
 
+from . import attention_context
 from .components import Component
+
+CONTEXT_TOKENS = 1024
+"""How many whole-image context tokens each attention block of a tiled graph takes (at most a
+32×32 grid of pooled positions; fewer are padded with dropped tokens)."""
 
 
 class StatsContext:
-    """What the GroupNorms of one network read while a :class:`GroupStats` runs it: the given
-    statistics, the weight map, how many groups are consumed so far, and the tiles' statistics."""
+    """What the GroupNorms and attention blocks of one network read while a :class:`GroupStats`
+    runs it: the given statistics, the weight map, how many groups are consumed so far, and the
+    tiles' statistics; the attention blocks' context tokens, and their reported feature maps."""
 
     def __init__(self):
         self.stats: torch.Tensor | None = None
         self.weight: torch.Tensor | None = None
         self.offset = 0
         self.collected: list[torch.Tensor] = []
+        self.attention: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.reported_context: list[torch.Tensor] = []
+        self.last_moments: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @contextmanager
-    def running(self, stats: torch.Tensor, weight: torch.Tensor) -> Iterator[list[torch.Tensor]]:
+    def running(
+        self, stats: torch.Tensor, weight: torch.Tensor, attention: list[tuple[torch.Tensor, torch.Tensor]] = ()
+    ) -> Iterator[list[torch.Tensor]]:
         self.stats, self.weight, self.offset, self.collected = stats, weight, 0, []
+        self.attention, self.reported_context = list(attention), []
         try:
             yield self.collected
-        finally:
-            self.stats = self.weight = None
+        finally:  # nothing of the run stays behind (the network may be deep-copied next)
+            self.stats = self.weight = self.last_moments = None
+            self.collected, self.attention, self.reported_context = [], [], []
+
+    def next_attention_context(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next attention block's ``(tokens (B, C, M), offsets (B, M))``; one dropped token
+        past the given ones (the dry run that counts the blocks)."""
+        index = len(self.reported_context) - 1
+        if index < len(self.attention):
+            return self.attention[index]
+        batch, channels = self.reported_context[-1].shape[:2]
+        reported = self.reported_context[-1]
+        return reported.new_zeros(batch, channels, 1), reported.new_full((batch, 1), NO_TOKEN)
 
 
 class StatsGroupNorm(nn.Module):
@@ -90,6 +115,17 @@ class StatsGroupNorm(nn.Module):
         use_given = given[:, 0] > 0
         mean = torch.where(use_given, given[:, 1], grouped.mean((-1, -2), keepdim=True))
         var = torch.where(use_given, given[:, 2], grouped.var((-1, -2), unbiased=False, keepdim=True))
+        context.last_moments = (mean, var)
+        return self._normalise(x, mean, var)
+
+    def normalise_like_last(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, C, N) normalised with the statistics of this layer's last call (an attention
+        block's context tokens, with the tile's statistics)."""
+        return self._normalise(x, *self.context.last_moments)
+
+    def _normalise(self, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        batch, channels, groups = x.shape[0], x.shape[1], self.num_groups
+        grouped = x.float().reshape(batch, groups, channels // groups, -1)
         out = ((grouped - mean) * torch.rsqrt(var + self.eps)).reshape(x.shape)
         if self.affine:
             shape = (1, channels) + (1,) * (x.dim() - 2)
@@ -123,6 +159,7 @@ def stats_context(network: nn.Module) -> StatsContext:
                 replace(child)
 
     replace(network)
+    attention_context.install(network, context)
     return context
 
 
@@ -132,51 +169,70 @@ def finest_divisor(spec: ComponentSpec) -> int:
 
 
 class GroupStats(Component):
-    """``component`` with whole-image GroupNorm statistics in and the tile's out (module docstring)."""
+    """``component`` with whole-image GroupNorm statistics in and the tile's out (module docstring),
+    and for each spatial attention block ``i`` its whole-image context in and its feature map out
+    (:mod:`.attention_context`): inputs ``attention_context_i`` (B, C_i, M) and ``attention_bias_i``
+    (B, M), output ``tile_context_i`` (B, C_i, H/d_i, W/d_i)."""
 
     def __init__(self, component: Component):
         super().__init__()
         self.inner = component
         self.context = stats_context(component)
-        self.fp32_inputs = (*component.fp32_inputs, GROUP_STATS_INPUT, STATS_WEIGHT_INPUT)
-        self.unit_range_inputs = component.unit_range_inputs
         spec = component.spec
         divisor = finest_divisor(spec)
         grid = ("B", 1) + tuple(d if divisor == 1 else f"{d}/{divisor}" for d in ("H", "W"))
-        groups = self._count_groups(component, grid)
+        groups, blocks = self._dry_run(component, grid)
         stats = ("B", 3, groups)
+        context_inputs, context_outputs = [], []
+        for index, (channels, block_divisor) in enumerate(blocks):
+            tokens, offsets, reported = attention_context_names(index)
+            context_inputs += [TensorSpec(tokens, ("B", channels, CONTEXT_TOKENS)), TensorSpec(offsets, ("B", CONTEXT_TOKENS))]
+            context_outputs.append(TensorSpec(reported, ("B", channels, f"H/{block_divisor}", f"W/{block_divisor}")))
+        self.fp32_inputs = (
+            *component.fp32_inputs, GROUP_STATS_INPUT, STATS_WEIGHT_INPUT, *(t.name for t in context_inputs)
+        )
+        self.unit_range_inputs = component.unit_range_inputs
         self.spec = ComponentSpec(
             spec.name,
-            (*spec.inputs, TensorSpec(GROUP_STATS_INPUT, stats), TensorSpec(STATS_WEIGHT_INPUT, grid)),
-            (*spec.outputs, TensorSpec(TILE_STATS_OUTPUT, stats)),
+            (*spec.inputs, TensorSpec(GROUP_STATS_INPUT, stats), TensorSpec(STATS_WEIGHT_INPUT, grid), *context_inputs),
+            (*spec.outputs, TensorSpec(TILE_STATS_OUTPUT, stats), *context_outputs),
             spec.multiple,
             {**spec.meta, "group_stats": groups},
         )
+        self.attention_blocks = len(blocks)
 
-    def _count_groups(self, component: Component, grid: tuple) -> int:
-        """How many groups the component's GroupNorms normalise in one call (a dry run at its smallest size)."""
+    def _dry_run(self, component: Component, grid: tuple) -> tuple[int, list[tuple[int, int]]]:
+        """How many groups the component's GroupNorms normalise in one call, and each attention
+        block's (channels, divisor of its grid): a dry run at its smallest size."""
         size = component.spec.multiple
         bound = sum(m.num_groups for m in component.modules() if isinstance(m, StatsGroupNorm))
         weight = torch.ones(TensorSpec(STATS_WEIGHT_INPUT, grid).resolve({"B": 1, "H": size, "W": size}))
         with torch.no_grad(), self.context.running(torch.zeros(1, 3, bound), weight):
             component(*component.example_inputs(1, size, size))
-            return self.context.offset
+            blocks = [(f.shape[1], size // f.shape[-2]) for f in self.context.reported_context]
+            return self.context.offset, blocks
 
     def example_inputs(self, batch: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-        """The component's example inputs, no given statistics (``n = 0``) and unit weights."""
+        """The component's example inputs, no given statistics (``n = 0``), unit weights and no context."""
         inputs = self.inner.example_inputs(batch, height, width, seed)
         sizes = {"B": batch, "H": height, "W": width}
-        stats, weight = (t.resolve(sizes) for t in self.spec.inputs[-2:])
-        return (*inputs, torch.zeros(stats), torch.ones(weight))
+        extra = self.spec.inputs[len(inputs) :]
+        stats, weight = (t.resolve(sizes) for t in extra[:2])
+        context = [torch.zeros(t.resolve(sizes)) if i % 2 == 0 else torch.full(t.resolve(sizes), NO_TOKEN) for i, t in enumerate(extra[2:])]
+        return (*inputs, torch.zeros(stats), torch.ones(weight), *context)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        *args, stats, weight = inputs
+        count = len(inputs) - 2 - 2 * self.attention_blocks
+        args, (stats, weight, *context) = inputs[:count], inputs[count:]
         with torch.inference_mode(False):  # copies that a VJP's autograd may use
             stats, weight = stats.clone(), weight.clone()
-        with self.context.running(stats, weight) as collected:
+            context = [t.clone() for t in context]
+        attention = list(zip(context[::2], context[1::2], strict=True))
+        with self.context.running(stats, weight, attention) as collected:
             outputs = self.inner(*args)
+            reported = list(self.context.reported_context)
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        return (*outputs, torch.cat(collected, -1))
+        return (*outputs, torch.cat(collected, -1), *reported)
 
 
 def has_group_norm(component: Component) -> bool:

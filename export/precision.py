@@ -7,7 +7,8 @@ Kept in fp32 (inputs cast up, outputs cast back):
 - the VQ quantiser: the nearest-code search is a distance comparison, and a code flipped
   by rounding changes the decoded image far more than rounding the code itself;
 - attention scores and softmax (diffusers' ``upcast_attention`` / ``upcast_softmax``, which
-  only the plain ``AttnProcessor`` honours, so attention is switched to it);
+  only the plain ``AttnProcessor`` honours, so attention is switched to it, or to the explicit
+  form of :class:`.attention_context.WholeImageAttention`, which computes them in float32);
 - the timestep embedding: timesteps stay float32 at the boundary and diffusers computes
   the sinusoidal embedding in float32 before casting to the model dtype.
 
@@ -20,12 +21,12 @@ from __future__ import annotations
 import copy
 
 import torch
-from diffusers.models.attention_processor import Attention, AttnProcessor
 from diffusers.models.autoencoders.vae import VectorQuantizer
 from torch import nn
 
 from trt_restore.specs import ComponentSpec
 
+from .attention_context import explicit_attention
 from .components import Component
 
 FP32_MODULES: tuple[type[nn.Module], ...] = (nn.GroupNorm, nn.LayerNorm, VectorQuantizer)
@@ -71,11 +72,7 @@ def half_precision(module: nn.Module, fused_attention: bool = False) -> nn.Modul
     """
     model = copy.deepcopy(module).half()
     if not fused_attention:
-        for attention in model.modules():
-            if isinstance(attention, Attention):
-                attention.upcast_attention = True
-                attention.upcast_softmax = True
-                attention.set_processor(AttnProcessor())
+        explicit_attention(model)
     _wrap_fp32_modules(model)
     return model
 

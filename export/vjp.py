@@ -4,8 +4,9 @@ torch's ONNX exporter cannot export a backward pass directly: it has no translat
 ``aten.convolution_backward``, ``aten.upsample_nearest2d_backward`` or the fused
 attention backward. The recipe:
 
-1. switch attention to diffusers' plain ``AttnProcessor`` (matmul + softmax, whose
-   backward decomposes into ordinary ops);
+1. switch attention to diffusers' plain ``AttnProcessor`` or the explicit form of
+   :class:`.attention_context.WholeImageAttention` (matmul + softmax, whose backward
+   decomposes into ordinary ops);
 2. trace the component's forward, which calls ``torch.autograd.grad``, with
    ``make_fx`` and the core ATen decompositions, giving a forward-only graph of ATen
    ops in which the backward ops appear explicitly;
@@ -25,11 +26,12 @@ import warnings
 
 import onnx
 import torch
-from diffusers.models.attention_processor import Attention, AttnProcessor
 from onnxscript import opset18 as op
 from torch._decomp import core_aten_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 from trt_restore.errors import UserError
+
+from .attention_context import explicit_attention
 
 
 def _convolution_backward(
@@ -105,9 +107,7 @@ def vjp_to_onnx(
     """Trace ``module`` (whose forward takes a VJP with ``torch.autograd.grad``) at the
     shapes of ``inputs`` into a forward-only ONNX graph (opset at least 18)."""
     module = copy.deepcopy(module).eval().requires_grad_(False)
-    for attention in module.modules():
-        if isinstance(attention, Attention):
-            attention.set_processor(AttnProcessor())
+    explicit_attention(module)
     traced = make_fx(module, decomposition_table=core_aten_decompositions())(*inputs)
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level

@@ -67,22 +67,12 @@ TILED_METHODS = {  # method: (task, the fewest steps that keep the test cheap)
 }
 
 
-PASS_ONE_SHORT = pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="pass 1 takes the deeper GroupNorms' statistics from tiles normalised with their own: "
-    "37.9 dB (ddrm), 38.5 (ddrm-ldm); with the untiled run's statistics ddrm reaches 42.9 (tiling.py)",
-)
-SHORT_OF_40_DB = ("ddrm", "ddrm-ldm")
-
-
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-@pytest.mark.parametrize(
-    "method", [pytest.param(m, marks=PASS_ONE_SHORT if m in SHORT_OF_40_DB else ()) for m in TILED_METHODS]
-)
+@pytest.mark.parametrize("method", TILED_METHODS)
 def test_tiled_restoration_matches_untiled(method, backend, data_path):
     """A 256×256 restoration on 128-pixel tiles against the whole image, same observation and seed: ≥ 40 dB
-    (whole-image GroupNorm statistics in two passes; the latent UNets' wider tiles hold the whole latent)."""
+    (whole-image GroupNorm statistics and attention context from pass 1; the latent UNets' wider tiles hold
+    the whole latent)."""
     from trt_restore.api import restore
     from trt_restore.io import read_image
 

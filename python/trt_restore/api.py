@@ -145,14 +145,16 @@ def tiled(engines: dict, tile: int | None, largest: dict[str, int] | None = None
     the exact adjoint of the tiled decoder (at the decoder's whole-image GroupNorm statistics,
     which the VJP takes from it).
     """
-    from .runtime.tiling import TiledEngine, tile_for, whole
+    from .runtime.tiling import TiledEngine, statistics_passes, tile_for, whole
 
     largest = largest or {}
     plans = {name: tile_for(engine.spec, latent_unet_tile(engine.spec, tile, largest.get(name))) for name, engine in engines.items()}
     if "decoder" in engines and plans.get("decoder_vjp"):
         plans["decoder"] = plans["decoder_vjp"]
     wrapped = {
-        name: whole(engine) if plans[name] is None else TiledEngine(engine, *plans[name])
+        name: whole(engine)
+        if plans[name] is None
+        else TiledEngine(engine, *plans[name], statistics_passes=statistics_passes(engine.spec))
         for name, engine in engines.items()
         if name != "decoder_vjp"
     }

@@ -73,6 +73,24 @@ GROUP_STATS_INPUT, STATS_WEIGHT_INPUT, TILE_STATS_OUTPUT = "group_stats", "stats
 """The tensors of a graph with whole-image GroupNorm statistics (``export/group_stats.py``)."""
 
 
+ATTENTION_CONTEXT_INPUT, ATTENTION_BIAS_INPUT, TILE_CONTEXT_OUTPUT = "attention_context", "attention_bias", "tile_context"
+"""Per spatial attention block ``i``, the tensors ``{name}_{i}`` of its whole-image context (``export/attention_context.py``)."""
+
+
+NO_TOKEN = -1e30
+"""The logit offset of a context token an attention block must ignore: ``exp`` of it is 0."""
+
+
+def attention_context_names(index: int) -> tuple[str, str, str]:
+    """The context input, bias input and reported feature map of attention block ``index``."""
+    return tuple(f"{name}_{index}" for name in (ATTENTION_CONTEXT_INPUT, ATTENTION_BIAS_INPUT, TILE_CONTEXT_OUTPUT))
+
+
+def attention_context_count(spec: ComponentSpec) -> int:
+    """How many attention blocks of the graph take a whole-image context."""
+    return sum(t.name.startswith(ATTENTION_CONTEXT_INPUT + "_") for t in spec.inputs)
+
+
 def has_group_stats(spec: ComponentSpec) -> bool:
     """Whether the graph takes whole-image GroupNorm statistics (and reports its tile's)."""
     return any(t.name == GROUP_STATS_INPUT for t in spec.inputs)
@@ -80,7 +98,8 @@ def has_group_stats(spec: ComponentSpec) -> bool:
 
 def without_group_stats(spec: ComponentSpec) -> ComponentSpec:
     """``spec`` as its callers see it: without the GroupNorm statistics tensors."""
-    extra = (GROUP_STATS_INPUT, STATS_WEIGHT_INPUT, TILE_STATS_OUTPUT)
+    extra = {GROUP_STATS_INPUT, STATS_WEIGHT_INPUT, TILE_STATS_OUTPUT}
+    extra.update(name for i in range(attention_context_count(spec)) for name in attention_context_names(i))
     return ComponentSpec(
         spec.name,
         tuple(t for t in spec.inputs if t.name not in extra),

@@ -27,32 +27,44 @@ in place of MultiDiffusion's uniform ones (which leave a step where a tile ends)
 Tiling is seamless for networks whose receptive field fits in the overlap (40+ dB), but
 not for the diffusers networks as they are: every GroupNorm would normalise a tile with
 the tile's own statistics (the main cause of tile-to-tile shifts of colour and contrast:
-29-33 dB between a tiled and an untiled 256×256 restoration on 128-pixel tiles), and the
-mid-block self-attention sees one tile. Graphs exported with whole-image GroupNorm
-statistics (``export/group_stats.py``: the statistics in, the tile's out) run in two
-passes, on every backend alike:
+29-33 dB between a tiled and an untiled 256×256 restoration on 128-pixel tiles), and every
+self-attention block would attend over one tile. Graphs exported with a whole-image
+interface (``export/group_stats.py``: GroupNorm statistics in, the tile's out;
+``export/attention_context.py``: each attention block's whole-image context in, the tile's
+feature map out) run in two passes, on every backend alike:
 
-1. every tile runs normalised with its own statistics and reports, for each group,
-   ``(n_i, μ_i, v_i)`` over the pixels it owns (:func:`interior_owners`: each image pixel
-   belongs to the tile in which it lies farthest from an interior edge, so it counts once
-   and where the tile's features are closest to the untiled ones); :func:`combine_stats`
-   reduces them exactly to the whole image's;
-2. every tile runs again, normalised with those.
+1. every tile runs normalised with its own statistics and attending over itself, and
+   reports, for each group, ``(n_i, μ_i, v_i)`` over the pixels it owns
+   (:func:`interior_owners`: each image pixel belongs to the tile in which it lies farthest
+   from an interior edge, so it counts once and where the tile's features are closest to the
+   untiled ones), and each attention block's input feature map. :func:`combine_stats`
+   reduces the statistics exactly to the whole image's; the feature maps, weighted by the
+   same ownership, make the whole image's map, which :class:`~.attention_context.PooledContext`
+   turns into the block's context tokens (at most ``M`` = 1024, pooled beyond that);
+2. every tile runs again, normalised with those statistics, its attention blocks attending
+   over the tile and the context outside it.
 
 Pass 1 is exact for the first GroupNorm and approximate after it (the layers before see
-tile statistics), and it costs one more run of each tile: twice the time of a tiled call,
-the same peak memory (one tile at a time, plus ``3·G`` numbers per image). Bundled
-networks at 256×256 on 128-pixel tiles, against the untiled network (own statistics →
-two passes; normalised with the untiled run's statistics in brackets): encoder 33.3 →
-42.8 dB (55.4), decoder 30.4 → 40.3 (42.8), pixel UNet at t = 500 44.6 → 52.3 (55.7). A
-third pass (pass 1 again, normalised with pass 1's statistics) gains 2-9 dB per network
-but only 0.8 dB on a whole DDRM restoration (37.9 → 38.7), not worth 1.5× the time.
-The decoder VJP takes pass 1 from the decoder (same tiles, remembered for the last
-latent) and is the adjoint of the tiled decoder at those frozen statistics.
+tile statistics and tile-only attention). ``statistics_passes = 2`` runs pass 1 again under
+the first one's statistics and context, which makes every layer one step more exact; the
+autoencoder gets it (:func:`statistics_passes`). Cost: a tiled call runs every tile
+``1 + statistics_passes`` times; peak memory grows by one tile's activations plus the
+attention feature maps (``C·h·w`` floats per block on its grid) and the ``M`` extra keys per
+query. Untiled runs attend over ``M`` dropped tokens too (one graph serves both).
 
-Self-attention still sees one tile. The latent UNets therefore run on wider tiles
-(``api.latent_unet_tile``: ``tile/2`` latent pixels), so that a latent up to that size
-is attended whole. Images up to ``tile`` run whole, so the default tiles
+Measured on the bundled models at 256×256 on 128-pixel tiles against untiled, five steps
+(``tests/test_tiling.py``, torch and onnxruntime alike): with statistics alone DDRM 37.9 dB
+and DDRM-LDM 38.5; with the attention context as well DDRM 41.8 and DDRM-LDM 39.4, and 47.4
+with the autoencoder's second gathering pass (a second pass on the pixel UNet gave 40.1, a
+third 42.8: not worth its time). Exact context (the untiled run's feature maps) with pass-1
+statistics gives DDRM 40.8; with exact statistics as well 63.1.
+
+The decoder VJP takes pass 1 from the decoder (same tiles, remembered for the last latent)
+and is the adjoint of the tiled decoder at those frozen statistics and context.
+
+Self-attention over the whole latent matters most in the latent UNets, which therefore also
+run on wider tiles (``api.latent_unet_tile``: ``tile/2`` latent pixels), so that a latent up
+to that size runs whole. Images up to ``tile`` run whole, so the default tiles
 (``api.DEFAULT_TILES``) are a memory bound, not a quality setting.
 """
 
@@ -61,15 +73,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dataclasses import dataclass
+
 from ..errors import UserError
 from ..specs import (
     GROUP_STATS_INPUT,
+    NO_TOKEN,
     STATS_WEIGHT_INPUT,
     TILE_STATS_OUTPUT,
     ComponentSpec,
+    attention_context_count,
+    attention_context_names,
     has_group_stats,
     without_group_stats,
 )
+from .attention_context import PooledContext
 from .engine import Engine
 from .graphs import capturing
 
@@ -145,6 +163,31 @@ def combine_stats(parts: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack((total, whole_mean, whole_var), 1).float()
 
 
+@dataclass(frozen=True)
+class WholeImage:
+    """What pass 1 of a tiled call learns of the whole image: the GroupNorms' ``(n, μ, v)``
+    (B, 3, G) and each attention block's context (:class:`PooledContext`)."""
+
+    stats: torch.Tensor
+    contexts: tuple[PooledContext, ...] | None = None  # None: every tile attends over itself only
+
+
+def no_context(spec: ComponentSpec, batch: int, device) -> dict[str, torch.Tensor]:
+    """Context inputs under which every attention block of ``spec`` attends over its tile only."""
+    feeds = {}
+    for index in range(attention_context_count(spec)):
+        tokens, offsets, _ = attention_context_names(index)
+        shape = next(t.shape for t in spec.inputs if t.name == tokens)
+        feeds[tokens] = torch.zeros(batch, *shape[1:], device=device)
+        feeds[offsets] = torch.full((batch, shape[-1]), NO_TOKEN, device=device)
+    return feeds
+
+
+def drop_reports(spec: ComponentSpec, outputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Remove the attention blocks' reported feature maps from ``outputs``; returns them in block order."""
+    return [outputs.pop(attention_context_names(i)[2]) for i in range(attention_context_count(spec))]
+
+
 class OwnStatistics(Engine):
     """``inner`` (a graph with GroupNorm statistics inputs) on whole images, each normalised
     with its own statistics (``n = 0``), as a plain GroupNorm does."""
@@ -165,9 +208,11 @@ class OwnStatistics(Engine):
         own = {
             GROUP_STATS_INPUT: torch.zeros(value.shape[0], 3, self.groups, device=self.device),
             STATS_WEIGHT_INPUT: torch.ones(grid, device=self.device),
+            **no_context(self.inner.spec, value.shape[0], self.device),
         }
         outputs = self.inner(**inputs, **own)
         outputs.pop(TILE_STATS_OUTPUT)
+        drop_reports(self.inner.spec, outputs)
         return outputs
 
     def _run(self, feeds, sizes):
@@ -186,10 +231,10 @@ class TiledEngine(Engine):
     """``inner`` on overlapping ``tile``-sized pieces when the image is larger (or the graph is static).
 
     When ``inner`` takes whole-image GroupNorm statistics (:func:`~trt_restore.specs.has_group_stats`),
-    a tiled call makes two passes: :meth:`statistics` runs every tile to gather them, then the
-    tiles run again normalised with them. ``statistics_from`` takes pass 1 from another engine
-    with the same tiles and GroupNorms (the decoder VJP from the decoder), which remembers the
-    statistics of its last inputs.
+    a tiled call makes two passes: :meth:`statistics` runs every tile ``statistics_passes``
+    times to gather them and the attention blocks' context, then the tiles run again with them.
+    ``statistics_from`` takes pass 1 from another engine with the same tiles and GroupNorms
+    (the decoder VJP from the decoder), which remembers the result for its last inputs.
     """
 
     def __init__(
@@ -200,6 +245,7 @@ class TiledEngine(Engine):
         *,
         adjoint_of: str | None = None,
         statistics_from: TiledEngine | None = None,
+        statistics_passes: int = 1,
     ):
         super().__init__(without_group_stats(inner.spec), inner.device)
         self.inner = inner
@@ -210,7 +256,9 @@ class TiledEngine(Engine):
         self.group_stats = has_group_stats(inner.spec)
         self.untiled = whole(inner)
         self.statistics_source = statistics_from or self
-        self._last_statistics: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None
+        self.statistics_passes = statistics_passes
+        self._last_statistics: tuple[dict[str, torch.Tensor], WholeImage] | None = None
+        self.attention_blocks = attention_context_count(inner.spec)
         self.divisors = spatial_divisors(inner.spec)
         self.static = all(isinstance(d, int) for t in inner.spec.inputs for d in t.shape)
         multiple = max(inner.spec.multiple, max(self.divisors.values(), default=1))
@@ -266,17 +314,26 @@ class TiledEngine(Engine):
                 tiles.append((top, left, weight, normalised, row_share[:, None] * col_share[None, :]))
         return (canvas_h, canvas_w), tiles
 
-    def _stats_feeds(self, piece, share, stats) -> dict[str, torch.Tensor]:
-        """``piece`` with the given statistics (zeros: its own) and its pixels' weight in them."""
-        if not self.group_stats:
+    def _stats_feeds(self, piece, share, given: WholeImage | None, top: int, left: int) -> dict[str, torch.Tensor]:
+        """``piece`` (the tile at ``top, left``) with the given statistics (zeros: its own), its
+        pixels' weight in them, and the attention blocks' context around it."""
+        if given is None:
             return piece
         weight = self._resample(share, self.divisors[STATS_WEIGHT_INPUT])
         batch = next(iter(piece.values())).shape[0]
-        return {**piece, GROUP_STATS_INPUT: stats, STATS_WEIGHT_INPUT: weight.expand(batch, 1, *weight.shape)}
+        feeds = {**piece, GROUP_STATS_INPUT: given.stats, STATS_WEIGHT_INPUT: weight.expand(batch, 1, *weight.shape)}
+        if given.contexts is None:
+            return {**feeds, **no_context(self.inner.spec, batch, self.device)}
+        for index, context in enumerate(given.contexts):
+            tokens, offsets, reported = attention_context_names(index)
+            d = self.divisors[reported]
+            feeds[tokens], feeds[offsets] = context.feeds(top // d, left // d, self.tile[0] // d, self.tile[1] // d)
+        return feeds
 
-    def statistics(self, **inputs: torch.Tensor) -> torch.Tensor:
+    def statistics(self, **inputs: torch.Tensor) -> WholeImage:
         """Pass 1: the whole image's GroupNorm ``(n, μ, v)`` (B, 3, G) from every tile
-        normalised with its own (:func:`combine_stats`); the last inputs' are remembered."""
+        normalised with its own (:func:`combine_stats`), and each attention block's feature map
+        from the tiles' maps weighted by the pixels they own; the last inputs' are remembered."""
         if self._last_statistics is not None and not capturing():  # comparing waits for the GPU
             last, stats = self._last_statistics
             if last.keys() == inputs.keys() and all(
@@ -284,27 +341,47 @@ class TiledEngine(Engine):
             ):
                 return stats
         height, width = self._image_size(inputs)
-        (canvas_h, canvas_w), tiles = self._tiles(height, width)
-        padded = {name: self._pad(name, value, canvas_h, canvas_w) for name, value in inputs.items()}
         batch = next(iter(inputs.values())).shape[0]
         zeros = torch.zeros(batch, 3, self.inner.spec.meta["group_stats"], device=self.device)
-        parts = []
+        whole_image = WholeImage(zeros)
+        for _ in range(self.statistics_passes):
+            whole_image = self._gather(inputs, height, width, whole_image)
+        self._last_statistics = ({k: v.detach().clone() for k, v in inputs.items()}, whole_image)
+        return whole_image
+
+    def _gather(self, inputs, height: int, width: int, given: WholeImage) -> WholeImage:
+        """One pass of every tile under ``given``: the tiles' statistics combined, and their
+        attention feature maps weighted by the pixels they own."""
+        (canvas_h, canvas_w), tiles = self._tiles(height, width)
+        padded = {name: self._pad(name, value, canvas_h, canvas_w) for name, value in inputs.items()}
+        parts, maps = [], {}
         for top, left, _, _, share in tiles:
             piece = {name: self._cut(name, value, top, left) for name, value in padded.items()}
-            parts.append(self.inner(**self._stats_feeds(piece, share, zeros))[TILE_STATS_OUTPUT])
-        stats = combine_stats(parts)
-        self._last_statistics = ({k: v.detach().clone() for k, v in inputs.items()}, stats)
-        return stats
+            outputs = self.inner(**self._stats_feeds(piece, share, given, top, left))
+            parts.append(outputs[TILE_STATS_OUTPUT])
+            for index, feature_map in enumerate(drop_reports(self.inner.spec, outputs)):
+                name = attention_context_names(index)[2]
+                d = self.divisors[name]
+                if index not in maps:
+                    maps[index] = feature_map.new_zeros(*feature_map.shape[:2], canvas_h // d, canvas_w // d, dtype=torch.float32)
+                self._cut(name, maps[index], top, left).add_(feature_map.float() * self._resample(share, d))
+        contexts = []
+        for index, feature_map in sorted(maps.items()):
+            tokens, _, name = attention_context_names(index)
+            d, size = self.divisors[name], next(t.shape[-1] for t in self.inner.spec.inputs if t.name == tokens)
+            contexts.append(PooledContext(feature_map[..., : height // d, : width // d], size))
+        return WholeImage(combine_stats(parts), tuple(contexts))
 
     def _tiled(self, inputs, height, width) -> dict[str, torch.Tensor]:
         tile_h, tile_w = self.tile
         (canvas_h, canvas_w), tiles = self._tiles(height, width)
-        stats = None
+        whole_image = None
         if self.group_stats and len(tiles) == 1:  # a static graph's one tile: its own statistics, as untiled
-            stats = torch.zeros(next(iter(inputs.values())).shape[0], 3, self.inner.spec.meta["group_stats"], device=self.device)
+            batch = next(iter(inputs.values())).shape[0]
+            whole_image = WholeImage(torch.zeros(batch, 3, self.inner.spec.meta["group_stats"], device=self.device))
         elif self.group_stats:
             source = self.statistics_source
-            stats = source.statistics(**{t.name: inputs[t.name] for t in source.spec.inputs})
+            whole_image = source.statistics(**{t.name: inputs[t.name] for t in source.spec.inputs})
         inputs = {name: self._pad(name, value, canvas_h, canvas_w) for name, value in inputs.items()}
         outputs: dict[str, torch.Tensor] = {}
         totals: dict[str, torch.Tensor] = {}
@@ -312,8 +389,9 @@ class TiledEngine(Engine):
             piece = {name: self._cut(name, value, top, left) for name, value in inputs.items()}
             if self.adjoint_input is not None:
                 piece[self.adjoint_input] = piece[self.adjoint_input] * normalised
-            results = self.inner(**self._stats_feeds(piece, share, stats))
+            results = self.inner(**self._stats_feeds(piece, share, whole_image, top, left))
             results.pop(TILE_STATS_OUTPUT, None)
+            drop_reports(self.inner.spec, results)
             for name, value in results.items():
                 d = self.divisors.get(name)
                 if d is None:
@@ -356,6 +434,13 @@ class TiledEngine(Engine):
     def _resample(weight: torch.Tensor, divisor: int) -> torch.Tensor:
         """The blend weight on a grid ``divisor`` times coarser (mean over each block)."""
         return weight if divisor == 1 else F.avg_pool2d(weight[None, None], divisor)[0, 0]
+
+
+def statistics_passes(spec: ComponentSpec) -> int:
+    """How many times pass 1 runs for a component: twice for the autoencoder, whose GroupNorms
+    see the photo's own statistics (DDRM-LDM tiled vs untiled 39.4 → 47.4 dB), once for the
+    UNets (the pixel UNet's second pass gained nothing: 41.8 → 40.1 dB on DDRM)."""
+    return 2 if spec.name in ("encoder", "decoder") else 1
 
 
 def tile_for(spec: ComponentSpec, tile: int | None, overlap_fraction: float = 0.25) -> tuple[tuple[int, int], int] | None:
