@@ -41,7 +41,7 @@ class WholeImageAttention:
     def __init__(self, context):
         self.context = context
         self.plain = AttnProcessor2_0()
-        self.explicit = False  # True: softmax(q kᵀ/√d + b) v written out, for exported graphs
+        self.explicit = False  # the written-out form (:meth:`_written_out`) outside ONNX export too (a VJP's trace)
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         context = self.context
@@ -53,25 +53,45 @@ class WholeImageAttention:
         own = attn.group_norm(hidden_states.reshape(batch, channels, height * width))  # StatsGroupNorm
         others = attn.group_norm.normalise_like_last(tokens.to(own.dtype))
         keys_in = torch.cat((own, others), -1).transpose(1, 2)
-        heads = attn.heads
-        query = attn.to_q(own.transpose(1, 2))
-        key, value = attn.to_k(keys_in), attn.to_v(keys_in)
-        head_dim = key.shape[-1] // heads
-        query, key, value = (
-            t.reshape(batch, -1, heads, head_dim).transpose(1, 2).float() for t in (query, key, value)
-        )
-        bias = torch.cat((offsets.new_zeros(batch, height * width), offsets.float()), -1)[:, None, None, :]
-        if self.explicit:
-            weights = torch.softmax(query @ key.transpose(-1, -2) * head_dim**-0.5 + bias, -1)
-            out = weights @ value
+        query = attn.to_q(own.transpose(1, 2)).float()
+        key, value = attn.to_k(keys_in).float(), attn.to_v(keys_in).float()
+        bias = torch.cat((offsets.new_zeros(batch, height * width), offsets.float()), -1)  # (B, S + M)
+        heads, head_dim = attn.heads, attn.inner_dim // attn.heads  # Python ints: constants in a traced graph
+        if self.explicit or torch.onnx.is_in_onnx_export():
+            out = self._written_out(query, key, value, bias, heads, head_dim)
         else:
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
-        out = out.transpose(1, 2).reshape(batch, height * width, heads * head_dim).to(hidden_states.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
+            out = self._fused(query, key, value, bias, heads, head_dim)
+        out = attn.to_out[1](attn.to_out[0](out.to(hidden_states.dtype)))
         out = out.transpose(1, 2).reshape(batch, channels, height, width)
         if attn.residual_connection:
             out = out + hidden_states
         return out / attn.rescale_output_factor
+
+    @staticmethod
+    def _fused(query, key, value, bias, heads: int, head_dim: int) -> torch.Tensor:
+        """torch's fused attention with the offsets as an additive mask (eager runs)."""
+        batch = query.shape[0]
+        query, key, value = (t.reshape(batch, -1, heads, head_dim).transpose(1, 2) for t in (query, key, value))
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias[:, None, None, :])
+        return out.transpose(1, 2).reshape(batch, -1, heads * head_dim)
+
+    @staticmethod
+    def _written_out(query, key, value, bias, heads: int, head_dim: int) -> torch.Tensor:
+        """The same attention as plain matmuls and a softmax, for exported graphs, with the offsets
+        carried by one more query/key dimension, ``q' = [q, 1]`` and ``k' = [k, b·√d]``, so that
+        ``q'·k' / √d = q·k / √d + b``: no mask, so onnxruntime fuses it like any attention
+        (``runtime/onnx_fusion.py``), and it traces into ordinary ops for a VJP."""
+        batch = query.shape[0]
+        ones = query.new_ones(batch, query.shape[1], heads, 1)
+        carried = (bias * head_dim**0.5)[:, :, None, None].expand(-1, -1, heads, 1)
+        query = torch.cat((query.reshape(batch, -1, heads, head_dim), ones), -1).reshape(batch, -1, heads * (head_dim + 1))
+        key = torch.cat((key.reshape(batch, -1, heads, head_dim), carried), -1).reshape(batch, -1, heads * (head_dim + 1))
+        root = head_dim**-0.25  # √(1/√d) on each side, as torch's exporter writes the scale
+        query = query.reshape(batch, -1, heads, head_dim + 1).permute(0, 2, 1, 3) * root
+        key = key.reshape(batch, -1, heads, head_dim + 1).permute(0, 2, 3, 1) * root
+        value = value.reshape(batch, -1, heads, head_dim).permute(0, 2, 1, 3)
+        out = torch.softmax(query @ key, -1) @ value
+        return out.permute(0, 2, 1, 3).reshape(batch, -1, heads * head_dim)
 
 
 def install(network: nn.Module, context) -> int:

@@ -38,6 +38,8 @@ from trt_restore.specs import (
     STATS_WEIGHT_INPUT,
     TILE_STATS_OUTPUT,
     ComponentSpec,
+    CONTEXT_SYMBOL,
+    CONTEXT_TOKENS,
     NO_TOKEN,
     TensorSpec,
     attention_context_names,
@@ -46,9 +48,6 @@ from trt_restore.specs import (
 from . import attention_context
 from .components import Component
 
-CONTEXT_TOKENS = 1024
-"""How many whole-image context tokens each attention block of a tiled graph takes (at most a
-32×32 grid of pooled positions; fewer are padded with dropped tokens)."""
 
 
 class StatsContext:
@@ -186,7 +185,7 @@ class GroupStats(Component):
         context_inputs, context_outputs = [], []
         for index, (channels, block_divisor) in enumerate(blocks):
             tokens, offsets, reported = attention_context_names(index)
-            context_inputs += [TensorSpec(tokens, ("B", channels, CONTEXT_TOKENS)), TensorSpec(offsets, ("B", CONTEXT_TOKENS))]
+            context_inputs += [TensorSpec(tokens, ("B", channels, CONTEXT_SYMBOL)), TensorSpec(offsets, ("B", CONTEXT_SYMBOL))]
             context_outputs.append(TensorSpec(reported, ("B", channels, f"H/{block_divisor}", f"W/{block_divisor}")))
         self.fp32_inputs = (
             *component.fp32_inputs, GROUP_STATS_INPUT, STATS_WEIGHT_INPUT, *(t.name for t in context_inputs)
@@ -197,7 +196,7 @@ class GroupStats(Component):
             (*spec.inputs, TensorSpec(GROUP_STATS_INPUT, stats), TensorSpec(STATS_WEIGHT_INPUT, grid), *context_inputs),
             (*spec.outputs, TensorSpec(TILE_STATS_OUTPUT, stats), *context_outputs),
             spec.multiple,
-            {**spec.meta, "group_stats": groups},
+            {**spec.meta, "group_stats": groups, **({"context_tokens": CONTEXT_TOKENS} if blocks else {})},
         )
         self.attention_blocks = len(blocks)
 
@@ -213,9 +212,11 @@ class GroupStats(Component):
             return self.context.offset, blocks
 
     def example_inputs(self, batch: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-        """The component's example inputs, no given statistics (``n = 0``), unit weights and no context."""
+        """The component's example inputs, no given statistics (``n = 0``), unit weights and no
+        context: one dropped token, or all of them for a graph with static shapes."""
         inputs = self.inner.example_inputs(batch, height, width, seed)
-        sizes = {"B": batch, "H": height, "W": width}
+        tokens = CONTEXT_TOKENS if self.spec.meta.get("static_shapes") else 1
+        sizes = {"B": batch, "H": height, "W": width, CONTEXT_SYMBOL: tokens}
         extra = self.spec.inputs[len(inputs) :]
         stats, weight = (t.resolve(sizes) for t in extra[:2])
         context = [torch.zeros(t.resolve(sizes)) if i % 2 == 0 else torch.full(t.resolve(sizes), NO_TOKEN) for i, t in enumerate(extra[2:])]

@@ -25,7 +25,7 @@ import torch
 
 from trt_restore.errors import UserError
 from trt_restore.methods import components_for
-from trt_restore.specs import ComponentSpec, TensorSpec
+from trt_restore.specs import CONTEXT_SYMBOL, CONTEXT_TOKENS, ComponentSpec, TensorSpec
 
 from . import graph
 from .components import Component
@@ -91,7 +91,7 @@ def export_component(
     spec = wrapper.spec
     if spec.meta.get("static_shapes"):
         inputs = wrapper.example_inputs(batch, height, width)
-        spec = _static(spec, {"B": batch, "H": height, "W": width})
+        spec = _static(spec, {"B": batch, "H": height, "W": width, CONTEXT_SYMBOL: CONTEXT_TOKENS})
         model = vjp_to_onnx(module, inputs, [t.name for t in spec.inputs], [t.name for t in spec.outputs], opset)
     else:
         inputs = wrapper.example_inputs(TRACE_BATCH, height, width)

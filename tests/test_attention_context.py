@@ -52,7 +52,8 @@ def test_cell_size_is_the_smallest_that_fits(height, width, tokens):
 
 def test_unpooled_context_is_every_position_outside_the_tile():
     feature_map = torch.randn(2, 4, 6, 5)
-    tokens, offsets = PooledContext(feature_map, 40).feeds(1, 2, 3, 2)
+    assert PooledContext(feature_map, 40).feeds(0, 0, 1, 1)[0].shape == (2, 4, 30)  # a dynamic graph: no padding
+    tokens, offsets = PooledContext(feature_map, 40, pad_to=40).feeds(1, 2, 3, 2)
     assert tokens.shape == (2, 4, 40) and offsets.shape == (2, 40)
     assert torch.equal(tokens[..., :30], feature_map.flatten(2)) and torch.equal(tokens[..., 30:], torch.zeros(2, 4, 10))
     inside = torch.zeros(6, 5, dtype=torch.bool)
@@ -64,7 +65,7 @@ def test_unpooled_context_is_every_position_outside_the_tile():
 def test_pooled_context_counts_each_outside_position_once():
     """Cells of k×k positions: each token is its cell's mean, and Σ_j exp(b_j) is the number of positions outside the tile."""
     feature_map = torch.randn(1, 3, 10, 7)
-    context = PooledContext(feature_map, 16)
+    context = PooledContext(feature_map, 16, pad_to=16)
     assert context.k == 3  # 4 × 3 cells
     tokens, offsets = context.feeds(2, 1, 4, 4)
     assert torch.allclose(tokens[0, :, 0], feature_map[0, :, :3, :3].mean((-1, -2)))
@@ -95,3 +96,24 @@ def test_tiles_attend_over_the_whole_image():
     plain = PointwiseAttention()
     alone = TiledEngine(TorchEngine(plain, plain.spec), (16, 16), 8)(image=image)["out"]
     assert (alone - full).abs().max() > 0.05
+
+
+def test_the_written_out_form_is_the_fused_one():
+    """The exported form (offsets carried by one more query/key dimension) against torch's fused
+    attention with the offsets as a mask, on real context tokens and offsets."""
+    from trt_restore.export.attention_context import WholeImageAttention
+
+    wrapper = GroupStats(PointwiseAttention())
+    image = uneven_image()
+    g = torch.Generator().manual_seed(1)
+    stats, weight = wrapper.example_inputs(1, 24, 40)[1:3]
+    tokens = torch.randn(1, 32, 60, generator=g)
+    offsets = torch.where(torch.arange(60) < 50, torch.rand(1, 60, generator=g) * 3, NO_TOKEN)
+    with torch.no_grad():
+        fused = wrapper(image, stats, weight, tokens, offsets)
+        (processor,) = [m.processor for m in wrapper.modules() if isinstance(m, Attention)]
+        assert isinstance(processor, WholeImageAttention)
+        processor.explicit = True
+        written_out = wrapper(image, stats, weight, tokens, offsets)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fused, written_out, strict=True))
+    assert (fused[0] - wrapper(image, stats, weight, tokens, torch.full_like(offsets, NO_TOKEN))[0]).abs().max() > 1e-3

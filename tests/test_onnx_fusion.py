@@ -91,11 +91,37 @@ def test_default_scale_attention_fuses_to_the_same_function(tmp_path, heads):
     )
 
 
-def test_other_scales_are_left_alone(tmp_path):
+def test_a_constant_scale_fuses_with_that_scale(tmp_path):
     feeds = {"x": torch.randn(1, 5, 8), "context": torch.randn(1, 5, 6)}
     model = _export(_CrossAttention(2, scale=0.3), tmp_path, feeds)
     fused, count = _fused_copy(model)
-    assert count == 0 and fused == model
+    assert count == 1
+    node = next(n for n in fused.graph.node if n.op_type == "MultiHeadAttention")
+    assert {a.name: a.f for a in node.attribute if a.name == "scale"} == pytest.approx({"scale": 0.3})
+    arrays = {name: t.numpy() for name, t in feeds.items()}
+    np.testing.assert_allclose(_run(fused, arrays), _run(model, arrays), rtol=0, atol=1e-5)
+
+
+def test_whole_image_attention_fuses_with_its_offsets(tmp_path):
+    """The exported form of a tiled attention block (one more query/key dimension carrying the
+    context's logit offsets) fuses, and computes what the unfused graph does with real offsets."""
+    from trt_restore.export.model_sets import load_model_set
+
+    wrapper = load_model_set("tiny").wrapper("decoder", "reld", group_stats=True)
+    export_component(wrapper, tmp_path / "d.onnx", example_size=(64, 64))
+    model = onnx.load(str(tmp_path / "d.onnx"))
+    fused, count = _fused_copy(model)
+    assert count == 1
+    g = torch.Generator().manual_seed(0)
+    feeds = {t.name: np.asarray(x) for t, x in zip(wrapper.spec.inputs, wrapper.example_inputs(1, 64, 48))}
+    tokens = [t.name for t in wrapper.spec.inputs if t.name.startswith("attention_context")][0]
+    offsets = tokens.replace("context", "bias")
+    feeds[tokens] = torch.randn(1, feeds[tokens].shape[1], 30, generator=g).numpy()
+    bias = np.full((1, 30), -1e4, np.float32)
+    bias[:, :20] = np.log(np.arange(20) % 4 + 1.0)  # 20 context tokens standing for 1-4 positions each, 10 dropped
+    feeds[offsets] = bias
+    expected = _run(model, feeds)
+    np.testing.assert_allclose(_run(fused, feeds), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("component", [Encoder, Decoder])

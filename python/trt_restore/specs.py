@@ -77,7 +77,12 @@ ATTENTION_CONTEXT_INPUT, ATTENTION_BIAS_INPUT, TILE_CONTEXT_OUTPUT = "attention_
 """Per spatial attention block ``i``, the tensors ``{name}_{i}`` of its whole-image context (``export/attention_context.py``)."""
 
 
-NO_TOKEN = -1e30
+CONTEXT_SYMBOL, CONTEXT_TOKENS = "M", 1024
+"""The symbol of the context-token count of an attention block, and its largest value: a 32×32
+grid of positions, pooled beyond that (``runtime/attention_context.py``). Static graphs take
+exactly that many."""
+
+NO_TOKEN = -1e4
 """The logit offset of a context token an attention block must ignore: ``exp`` of it is 0."""
 
 

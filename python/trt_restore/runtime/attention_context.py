@@ -43,15 +43,17 @@ def _cell_sums(grid: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class PooledContext:
-    """One attention block's whole-image feature map as ``tokens`` context tokens (module docstring)."""
+    """One attention block's whole-image feature map as at most ``tokens`` context tokens (module
+    docstring); ``pad_to`` pads them with dropped tokens to a static graph's fixed count."""
 
-    def __init__(self, feature_map: torch.Tensor, tokens: int):
+    def __init__(self, feature_map: torch.Tensor, tokens: int, pad_to: int | None = None):
         batch, channels, height, width = feature_map.shape
-        self.size, self.tokens = (height, width), tokens
+        self.size = (height, width)
         self.k = cell_size(height, width, tokens)
         counts = _cell_sums(feature_map.new_ones(height, width), self.k)
+        self.tokens = pad_to or counts.numel()
         means = _cell_sums(feature_map, self.k) / counts
-        self.values = F.pad(means.flatten(2), (0, tokens - counts.numel()))  # (B, C, M)
+        self.values = F.pad(means.flatten(2), (0, self.tokens - counts.numel()))  # (B, C, M)
 
     def feeds(self, top: int, left: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The context tokens and their offsets for a tile covering rows ``top:top+height`` and

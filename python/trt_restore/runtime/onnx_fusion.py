@@ -13,7 +13,10 @@ onnxruntime runs that as two batched matmuls around a softmax over the whole S �
 matrix, which dominates the UNets and the autoencoder at 256 px. :func:`fuse_attention`
 replaces each such subgraph, from the projections ``q, k, v`` to ``O``, by one
 ``com.microsoft.MultiHeadAttention(q, k, v, num_heads=h)`` node: the same function, in
-one fused kernel. Anything else (masks, other scales, a softmax output that is used
+one fused kernel. A constant scale root ``r`` on both sides (``Q_h·r``, ``K_hᵀ·r``) fuses
+too, with the node's ``scale = r²``, and the query/key head size may exceed the value's:
+that is how a tiled graph's attention blocks carry their context offsets
+(``export/attention_context.py``). Anything else (masks, a softmax output that is used
 again, as in the decoder VJP's backward) does not match and is left as it is.
 """
 
@@ -117,18 +120,28 @@ def _default_scale_root(graph: _Graph, name: str) -> bool:
     )
 
 
-def _scaled_heads(graph: _Graph, name: str, perm: list[int]) -> tuple[str, int] | None:
-    """``_split_heads`` of the tensor that ``name`` multiplies by the default scale root."""
+def _scaled_heads(graph: _Graph, name: str, perm: list[int]) -> tuple[str, int, float | None] | None:
+    """``_split_heads`` of the tensor that ``name`` multiplies by a scale root: the default one
+    (``None``) or a constant ``r`` (the scale is then ``r²``)."""
     scaled = graph.input_of(name, "Mul")
-    if scaled is None or not _default_scale_root(graph, scaled.input[1]):
+    if scaled is None:
         return None
-    return _split_heads(graph, scaled.input[0], perm)
+    root = graph.constant(scaled.input[1])
+    if root is not None and root.size == 1:
+        root = float(root.reshape(-1)[0])
+    elif _default_scale_root(graph, scaled.input[1]):
+        root = None
+    else:
+        return None
+    heads = _split_heads(graph, scaled.input[0], perm)
+    return None if heads is None else (*heads, root)
 
 
 def _match_attention(
     graph: _Graph, softmax: onnx.NodeProto
-) -> tuple[list[str], str, int] | None:
-    """``([q, k, v], merged output, heads)`` for an exported attention around ``softmax``."""
+) -> tuple[list[str], str, int, float | None] | None:
+    """``([q, k, v], merged output, heads, scale)`` for an exported attention around ``softmax``
+    (``scale`` None: the default ``1/√d``)."""
     if _attribute(softmax, "axis", -1) not in (-1, 3):
         return None
     scores = graph.input_of(softmax.input[0], "MatMul")
@@ -153,9 +166,10 @@ def _match_attention(
     ):
         return None
     merged = graph.only_consumer(back.output[0], "Reshape")
-    if merged is None or not query[1] == key[1] == value[1]:
+    if merged is None or not query[1] == key[1] == value[1] or query[2] != key[2]:
         return None
-    return [query[0], key[0], value[0]], merged.output[0], query[1]
+    scale = None if query[2] is None else query[2] ** 2
+    return [query[0], key[0], value[0]], merged.output[0], query[1], scale
 
 
 def _prune_and_sort(graph: onnx.GraphProto) -> None:
@@ -196,7 +210,7 @@ def fuse_attention(model: onnx.ModelProto) -> int:
         match = _match_attention(graph, softmax)
         if match is None:
             continue
-        inputs, output, heads = match
+        inputs, output, heads, scale = match
         producer = graph.producer[output]
         producer.output[0] = f"{output}/unfused"
         fused.append(
@@ -207,6 +221,7 @@ def fuse_attention(model: onnx.ModelProto) -> int:
                 name=f"{softmax.name}/fused",
                 domain=CONTRIB_DOMAIN,
                 num_heads=heads,
+                **({} if scale is None else {"scale": scale}),
             )
         )
     if not fused:

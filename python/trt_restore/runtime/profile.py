@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import UserError
-from ..specs import TensorSpec
+from ..specs import CONTEXT_SYMBOL, CONTEXT_TOKENS, TensorSpec
 
 Sizes = Mapping[str, int]
 Shape = tuple[int, ...]
@@ -42,8 +42,10 @@ class Profile:
         hw: tuple[tuple[int, int], tuple[int, int], tuple[int, int]],
         batch: tuple[int, int, int] = (1, 1, 4),
     ) -> "Profile":
-        """Profile from (min, opt, max) image sizes ``(H, W)`` and (min, opt, max) batch sizes."""
-        sizes = [{"B": b, "H": h, "W": w} for b, (h, w) in zip(batch, hw, strict=True)]
+        """Profile from (min, opt, max) image sizes ``(H, W)`` and (min, opt, max) batch sizes;
+        the attention blocks' context takes 1 token (untiled) to :data:`CONTEXT_TOKENS` (tiled)."""
+        tokens = (1, CONTEXT_TOKENS, CONTEXT_TOKENS)
+        sizes = [{"B": b, "H": h, "W": w, CONTEXT_SYMBOL: m} for b, (h, w), m in zip(batch, hw, tokens, strict=True)]
         return cls(*sizes)
 
     def shapes(self, tensor: TensorSpec) -> tuple[Shape, Shape, Shape]:

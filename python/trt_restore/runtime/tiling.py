@@ -177,9 +177,10 @@ def no_context(spec: ComponentSpec, batch: int, device) -> dict[str, torch.Tenso
     feeds = {}
     for index in range(attention_context_count(spec)):
         tokens, offsets, _ = attention_context_names(index)
-        shape = next(t.shape for t in spec.inputs if t.name == tokens)
-        feeds[tokens] = torch.zeros(batch, *shape[1:], device=device)
-        feeds[offsets] = torch.full((batch, shape[-1]), NO_TOKEN, device=device)
+        channels, count = next(t.shape[1:] for t in spec.inputs if t.name == tokens)
+        count = count if isinstance(count, int) else 1  # a static graph's fixed count, else one token
+        feeds[tokens] = torch.zeros(batch, channels, count, device=device)
+        feeds[offsets] = torch.full((batch, count), NO_TOKEN, device=device)
     return feeds
 
 
@@ -368,8 +369,10 @@ class TiledEngine(Engine):
         contexts = []
         for index, feature_map in sorted(maps.items()):
             tokens, _, name = attention_context_names(index)
-            d, size = self.divisors[name], next(t.shape[-1] for t in self.inner.spec.inputs if t.name == tokens)
-            contexts.append(PooledContext(feature_map[..., : height // d, : width // d], size))
+            d, count = self.divisors[name], next(t.shape[-1] for t in self.inner.spec.inputs if t.name == tokens)
+            fixed = count if isinstance(count, int) else None
+            most = self.inner.spec.meta["context_tokens"]
+            contexts.append(PooledContext(feature_map[..., : height // d, : width // d], most, pad_to=fixed))
         return WholeImage(combine_stats(parts), tuple(contexts))
 
     def _tiled(self, inputs, height, width) -> dict[str, torch.Tensor]:
