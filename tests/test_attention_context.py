@@ -117,3 +117,22 @@ def test_the_written_out_form_is_the_fused_one():
         written_out = wrapper(image, stats, weight, tokens, offsets)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fused, written_out, strict=True))
     assert (fused[0] - wrapper(image, stats, weight, tokens, torch.full_like(offsets, NO_TOKEN))[0]).abs().max() > 1e-3
+
+
+def test_blocks_on_different_grids_take_one_token_count():
+    """A UNet's attention blocks on grids of different sizes share the graph's one token-count
+    dimension: each block's context is padded with dropped tokens to the largest block's."""
+    from trt_restore.export.model_sets import load_model_set
+
+    wrapper = load_model_set("tiny").wrapper("sr_unet", "ldm-sr", group_stats=True)
+    tiled = TiledEngine(TorchEngine(wrapper, wrapper.spec), (64, 64), 16)
+    g = torch.Generator().manual_seed(0)
+    feeds = {}
+    for tensor in tiled.spec.inputs:
+        shape = tensor.resolve({"B": 1, "H": 256, "W": 256})
+        feeds[tensor.name] = torch.full(shape, 400.0) if tensor.name == "timestep" else torch.randn(shape, generator=g)
+    contexts = tiled.statistics(**feeds).contexts
+    assert len({c.k for c in contexts}) > 1 or len({c.size for c in contexts}) > 1  # blocks on different grids
+    assert len({c.tokens for c in contexts}) == 1
+    out = tiled(**feeds)
+    assert all(torch.isfinite(v).all() for v in out.values())

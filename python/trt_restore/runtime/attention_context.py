@@ -32,6 +32,12 @@ def cell_size(height: int, width: int, tokens: int) -> int:
     return k
 
 
+def token_count(height: int, width: int, tokens: int) -> int:
+    """How many tokens an ``height × width`` grid pools to with at most ``tokens``."""
+    k = cell_size(height, width, tokens)
+    return math.ceil(height / k) * math.ceil(width / k)
+
+
 def _cell_sums(grid: torch.Tensor, k: int) -> torch.Tensor:
     """Sums of ``grid`` (…, h, w) over ``k × k`` cells, the last ones cut by the border."""
     if k == 1:

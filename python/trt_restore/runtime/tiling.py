@@ -87,7 +87,7 @@ from ..specs import (
     has_group_stats,
     without_group_stats,
 )
-from .attention_context import PooledContext
+from .attention_context import PooledContext, token_count
 from .engine import Engine
 from .graphs import capturing
 
@@ -366,14 +366,16 @@ class TiledEngine(Engine):
                 if index not in maps:
                     maps[index] = feature_map.new_zeros(*feature_map.shape[:2], canvas_h // d, canvas_w // d, dtype=torch.float32)
                 self._cut(name, maps[index], top, left).add_(feature_map.float() * self._resample(share, d))
-        contexts = []
+        grids = []
         for index, feature_map in sorted(maps.items()):
-            tokens, _, name = attention_context_names(index)
-            d, count = self.divisors[name], next(t.shape[-1] for t in self.inner.spec.inputs if t.name == tokens)
-            fixed = count if isinstance(count, int) else None
-            most = self.inner.spec.meta["context_tokens"]
-            contexts.append(PooledContext(feature_map[..., : height // d, : width // d], most, pad_to=fixed))
-        return WholeImage(combine_stats(parts), tuple(contexts))
+            d = self.divisors[attention_context_names(index)[2]]
+            grids.append(feature_map[..., : height // d, : width // d])
+        most = self.inner.spec.meta.get("context_tokens", 0)
+        count = next((t.shape[-1] for t in self.inner.spec.inputs if t.name == attention_context_names(0)[0]), None)
+        # every block takes the same number of tokens (one symbol M): a static graph's, else the largest block's
+        pad_to = count if isinstance(count, int) else max((token_count(*g.shape[-2:], most) for g in grids), default=0)
+        contexts = tuple(PooledContext(grid, most, pad_to=pad_to) for grid in grids)
+        return WholeImage(combine_stats(parts), contexts)
 
     def _tiled(self, inputs, height, width) -> dict[str, torch.Tensor]:
         tile_h, tile_w = self.tile
