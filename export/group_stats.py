@@ -92,7 +92,7 @@ class StatsGroupNorm(nn.Module):
 
     def __init__(self, norm: nn.GroupNorm, context: StatsContext):
         super().__init__()
-        self.num_groups, self.eps, self.affine = norm.num_groups, norm.eps, norm.affine
+        self.num_groups, self.num_channels, self.eps, self.affine = norm.num_groups, norm.num_channels, norm.eps, norm.affine
         self.weight, self.bias = norm.weight, norm.bias
         self.context = context
 
@@ -101,35 +101,45 @@ class StatsGroupNorm(nn.Module):
         if context.stats is None:
             return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         batch, channels, groups = x.shape[0], x.shape[1], self.num_groups
-        grouped = x.float().reshape(batch, groups, channels // groups, -1)
-        omega = self._pixel_weight(x, context.weight)[:, :, None, :]  # (B, 1, 1, N)
-        count = omega.sum(-1, keepdim=True) * (channels // groups)
-        tile_mean = (grouped * omega).sum((-1, -2), keepdim=True) / count.clamp_min(1e-12)
-        tile_var = ((grouped - tile_mean) ** 2 * omega).sum((-1, -2), keepdim=True) / count.clamp_min(1e-12)
-        given = context.stats[:, :, context.offset : context.offset + groups, None, None].float()  # (B, 3, g, 1, 1)
+        flat = x.float().reshape(batch, channels, -1)  # (B, C, N)
+        own_mean = flat.reshape(batch, groups, -1).mean(-1)  # (B, g)
+        centred = flat - self._per_channel(own_mean)[:, :, None]
+        squared = centred * centred
+        own_var = squared.reshape(batch, groups, -1).mean(-1)
+        # the tile's weighted statistics, by products with ω, shifted by the own mean m for precision:
+        # μ_i = m + Σω(x − m)/n,  v_i = Σω(x − m)²/n − (μ_i − m)²
+        omega = self._pixel_weight(x, context.weight).transpose(1, 2)  # (B, N, 1)
+        count = omega.sum((1, 2))[:, None] * (channels // groups)  # (B, 1)
+        first = torch.bmm(centred, omega).reshape(batch, groups, -1).sum(-1) / count.clamp_min(1e-12)
+        second = torch.bmm(squared, omega).reshape(batch, groups, -1).sum(-1) / count.clamp_min(1e-12)
+        tile_mean, tile_var = own_mean + first, (second - first * first).clamp_min(0)
+        given = context.stats[:, :, context.offset : context.offset + groups].float()  # (B, 3, g)
         context.offset += groups
-        context.collected.append(
-            torch.stack((count.expand_as(tile_mean), tile_mean, tile_var), 1).reshape(batch, 3, groups).detach()
-        )
+        context.collected.append(torch.stack((count.expand_as(tile_mean), tile_mean, tile_var), 1).detach())
         use_given = given[:, 0] > 0
-        mean = torch.where(use_given, given[:, 1], grouped.mean((-1, -2), keepdim=True))
-        var = torch.where(use_given, given[:, 2], grouped.var((-1, -2), unbiased=False, keepdim=True))
+        mean = torch.where(use_given, given[:, 1], own_mean)
+        var = torch.where(use_given, given[:, 2], own_var)
         context.last_moments = (mean, var)
-        return self._normalise(x, mean, var)
+        return self._normalise(flat, mean, var).reshape(x.shape).to(x.dtype)
 
     def normalise_like_last(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (B, C, N) normalised with the statistics of this layer's last call (an attention
         block's context tokens, with the tile's statistics)."""
-        return self._normalise(x, *self.context.last_moments)
+        return self._normalise(x.float(), *self.context.last_moments).to(x.dtype)
 
-    def _normalise(self, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-        batch, channels, groups = x.shape[0], x.shape[1], self.num_groups
-        grouped = x.float().reshape(batch, groups, channels // groups, -1)
-        out = ((grouped - mean) * torch.rsqrt(var + self.eps)).reshape(x.shape)
+    def _normalise(self, flat: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """``flat`` (B, C, N) in float32 with the groups' ``mean`` and ``var`` (B, g), as one affine
+        map per channel: ``x·a + b`` with ``a = γ/√(v + ε)``, ``b = β − μ·a``."""
+        scale, mean = self._per_channel(torch.rsqrt(var + self.eps)), self._per_channel(mean)  # (B, C)
         if self.affine:
-            shape = (1, channels) + (1,) * (x.dim() - 2)
-            out = out * self.weight.float().reshape(shape) + self.bias.float().reshape(shape)
-        return out.to(x.dtype)
+            scale = scale * self.weight.float()
+        shift = -mean * scale + (self.bias.float() if self.affine else 0)
+        return torch.addcmul(shift[:, :, None], flat, scale[:, :, None])
+
+    def _per_channel(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-group ``values`` (B, g) repeated for each channel of the group: (B, C)."""
+        batch, groups = values.shape
+        return values[:, :, None].expand(batch, groups, self.num_channels // groups).reshape(batch, -1)
 
     @staticmethod
     def _pixel_weight(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
