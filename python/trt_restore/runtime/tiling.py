@@ -48,9 +48,11 @@ Pass 1 is exact for the first GroupNorm and approximate after it (the layers bef
 tile statistics and tile-only attention). ``statistics_passes = 2`` runs pass 1 again under
 the first one's statistics and context, which makes every layer one step more exact; the
 autoencoder gets it (:func:`statistics_passes`). Cost: a tiled call runs every tile
-``1 + statistics_passes`` times; peak memory grows by one tile's activations plus the
-attention feature maps (``C·h·w`` floats per block on its grid) and the ``M`` extra keys per
-query. Untiled runs attend over ``M`` dropped tokens too (one graph serves both).
+``1 + statistics_passes`` times (``benchmarks/tiling_cost.py``: 1.8-2.5× plain per-tile
+tiling for the UNets, 2.9-4.4× for the autoencoder); peak memory grows by the attention
+feature maps (``C·h·w`` floats per block on its grid) and up to ``M`` more keys per query.
+Untiled runs give the same graph one dropped context token (0.84-1.20× the plain network's
+time, within the noise of that measurement).
 
 Measured on the bundled models at 256×256 on 128-pixel tiles against untiled, five steps
 (``tests/test_tiling.py``, torch and onnxruntime alike): with statistics alone DDRM 37.9 dB
