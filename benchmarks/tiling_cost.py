@@ -22,10 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from groupnorm_forms import best_ms  # this folder's: the best of a few timed calls, in ms
 from trt_restore.export.model_sets import load_model_set
 from trt_restore.export.onnx_export import export_component
 from trt_restore.runtime.onnxruntime_backend import OnnxRuntimeEngine
@@ -53,16 +53,6 @@ def example(spec, size: int) -> dict[str, torch.Tensor]:
         shape = tensor.resolve({"B": 1, "H": size, "W": size})
         feeds[tensor.name] = torch.full(shape, 400.0) if tensor.name == "timestep" else torch.randn(shape, generator=g)
     return feeds
-
-
-def best_ms(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
 
 
 def measure(backend: str, size: int, tile: int, repeats: int) -> dict:
