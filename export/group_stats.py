@@ -82,8 +82,8 @@ class StatsContext:
         index = len(self.reported_context) - 1
         if index < len(self.attention):
             return self.attention[index]
-        batch, channels = self.reported_context[-1].shape[:2]
         reported = self.reported_context[-1]
+        batch, channels = reported.shape[:2]
         return reported.new_zeros(batch, channels, 1), reported.new_full((batch, 1), NO_TOKEN)
 
 

@@ -261,7 +261,6 @@ class TiledEngine(Engine):
         self.statistics_source = statistics_from or self
         self.statistics_passes = statistics_passes
         self._last_statistics: tuple[dict[str, torch.Tensor], WholeImage] | None = None
-        self.attention_blocks = attention_context_count(inner.spec)
         self.divisors = spatial_divisors(inner.spec)
         self.static = all(isinstance(d, int) for t in inner.spec.inputs for d in t.shape)
         multiple = max(inner.spec.multiple, max(self.divisors.values(), default=1))
