@@ -40,10 +40,10 @@ from trt_restore.specs import (
     ComponentSpec,
     CONTEXT_SYMBOL,
     CONTEXT_TOKENS,
-    NO_TOKEN,
     TensorSpec,
     attention_context_names,
 )
+from trt_restore.runtime.attention_context import empty_context
 
 from . import attention_context
 from .components import Component
@@ -84,7 +84,7 @@ class StatsContext:
             return self.attention[index]
         reported = self.reported_context[-1]
         batch, channels = reported.shape[:2]
-        return reported.new_zeros(batch, channels, 1), reported.new_full((batch, 1), NO_TOKEN)
+        return empty_context(batch, channels, 1, reported.device, reported.dtype)
 
 
 class StatsGroupNorm(nn.Module):
@@ -229,7 +229,7 @@ class GroupStats(Component):
         sizes = {"B": batch, "H": height, "W": width, CONTEXT_SYMBOL: tokens}
         extra = self.spec.inputs[len(inputs) :]
         stats, weight = (t.resolve(sizes) for t in extra[:2])
-        context = [torch.zeros(t.resolve(sizes)) if i % 2 == 0 else torch.full(t.resolve(sizes), NO_TOKEN) for i, t in enumerate(extra[2:])]
+        context = [part for t in extra[2::2] for part in empty_context(*t.resolve(sizes))]
         return (*inputs, torch.zeros(stats), torch.ones(weight), *context)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:

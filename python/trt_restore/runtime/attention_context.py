@@ -24,6 +24,12 @@ import torch.nn.functional as F
 from ..specs import NO_TOKEN
 
 
+def empty_context(batch: int, channels: int, tokens: int, device=None, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A context of ``tokens`` zero tokens, all dropped (offset ``NO_TOKEN``): the block attends over its tile only."""
+    like = {"device": device, "dtype": dtype}
+    return torch.zeros(batch, channels, tokens, **like), torch.full((batch, tokens), NO_TOKEN, **like)
+
+
 def cell_size(height: int, width: int, tokens: int) -> int:
     """The smallest ``k`` such that ``k × k`` cells cover an ``height × width`` grid in at most ``tokens`` cells."""
     k = max(1, math.isqrt(height * width // tokens))

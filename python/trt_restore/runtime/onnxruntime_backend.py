@@ -137,7 +137,7 @@ class OnnxRuntimeEngine(Engine):
         names = [t.name for t in self.spec.outputs]
         if self._stream is None:
             arrays = self.session.run(names, {name: x.numpy() for name, x in feeds.items()})
-            return {name: torch.from_numpy(array) for name, array in zip(names, arrays)}
+            return {name: torch.from_numpy(array) for name, array in zip(names, arrays, strict=True)}
         binding = self.session.io_binding()
         index = self.device.index
         with on_stream(self._stream):

@@ -69,7 +69,7 @@ class Profile:
 
 
 def _fits(shape: Sequence[int], low: Sequence[int], high: Sequence[int]) -> bool:
-    return len(shape) == len(low) and all(a <= n <= b for n, a, b in zip(shape, low, high))
+    return len(shape) == len(low) and all(a <= n <= b for n, a, b in zip(shape, low, high, strict=True))
 
 
 def _format_shape(shape: Sequence[int]) -> str:

@@ -80,7 +80,6 @@ from dataclasses import dataclass
 from ..errors import UserError
 from ..specs import (
     GROUP_STATS_INPUT,
-    NO_TOKEN,
     STATS_WEIGHT_INPUT,
     TILE_STATS_OUTPUT,
     ComponentSpec,
@@ -89,7 +88,7 @@ from ..specs import (
     has_group_stats,
     without_group_stats,
 )
-from .attention_context import PooledContext, token_count
+from .attention_context import PooledContext, empty_context, token_count
 from .engine import Engine
 from .graphs import capturing
 
@@ -181,8 +180,7 @@ def no_context(spec: ComponentSpec, batch: int, device) -> dict[str, torch.Tenso
         tokens, offsets, _ = attention_context_names(index)
         channels, count = next(t.shape[1:] for t in spec.inputs if t.name == tokens)
         count = count if isinstance(count, int) else 1  # a static graph's fixed count, else one token
-        feeds[tokens] = torch.zeros(batch, channels, count, device=device)
-        feeds[offsets] = torch.full((batch, count), NO_TOKEN, device=device)
+        feeds[tokens], feeds[offsets] = empty_context(batch, channels, count, device)
     return feeds
 
 
@@ -356,21 +354,18 @@ class TiledEngine(Engine):
         attention feature maps weighted by the pixels they own."""
         (canvas_h, canvas_w), tiles = self._tiles(height, width)
         padded = {name: self._pad(name, value, canvas_h, canvas_w) for name, value in inputs.items()}
-        parts, maps = [], {}
+        names = [attention_context_names(i)[2] for i in range(attention_context_count(self.inner.spec))]
+        parts, maps = [], []
         for top, left, _, _, share in tiles:
             piece = {name: self._cut(name, value, top, left) for name, value in padded.items()}
             outputs = self.inner(**self._stats_feeds(piece, share, given, top, left))
             parts.append(outputs[TILE_STATS_OUTPUT])
             for index, feature_map in enumerate(drop_reports(self.inner.spec, outputs)):
-                name = attention_context_names(index)[2]
-                d = self.divisors[name]
-                if index not in maps:
-                    maps[index] = feature_map.new_zeros(*feature_map.shape[:2], canvas_h // d, canvas_w // d, dtype=torch.float32)
-                self._cut(name, maps[index], top, left).add_(feature_map.float() * self._resample(share, d))
-        grids = []
-        for index, feature_map in sorted(maps.items()):
-            d = self.divisors[attention_context_names(index)[2]]
-            grids.append(feature_map[..., : height // d, : width // d])
+                d = self.divisors[names[index]]
+                if len(maps) == index:  # the first tile: the block's whole-image map, empty
+                    maps.append(feature_map.new_zeros(*feature_map.shape[:2], canvas_h // d, canvas_w // d, dtype=torch.float32))
+                self._cut(names[index], maps[index], top, left).add_(feature_map.float() * self._resample(share, d))
+        grids = [m[..., : height // self.divisors[n], : width // self.divisors[n]] for n, m in zip(names, maps, strict=True)]
         most = self.inner.spec.meta.get("context_tokens", 0)
         count = next((t.shape[-1] for t in self.inner.spec.inputs if t.name == attention_context_names(0)[0]), None)
         # every block takes the same number of tokens (one symbol M): a static graph's, else the largest block's

@@ -48,7 +48,7 @@ class TorchEngine(Engine):
             raise UserError(
                 f"component '{self.spec.name}': the module returned {type(result).__name__} but its spec has outputs {names}"
             )
-        return dict(zip(names, result))
+        return dict(zip(names, result, strict=True))
 
     def _release(self) -> None:
         del self.module
