@@ -101,3 +101,11 @@ def test_reld_refuses_a_zero_mu_floor(config):
     with pytest.raises(UserError, match="--sigma-min and --tau must be positive"):
         restore(y[0], method="reld", task="inpaint", sigma=0.0, backend="torch", model_set="tiny",
                 task_params=SVD_TASKS["inpaint"], config=config)
+
+
+@pytest.mark.parametrize("method", ["indigo-pixel", "indigo-latent"])
+def test_indigo_refuses_a_negative_prior_error(method):
+    """An RMS error e < 0 has no meaning: a clear error, not a silently skipped data step (only e = 0 skips it)."""
+    _, y = noiseless("denoise", SVD_TASKS["denoise"], DEMO_IMAGES[0])
+    with pytest.raises(UserError, match="--prior-error .* cannot be negative"):
+        restore(y[0], method=method, task="denoise", sigma=0.0, backend="torch", model_set="tiny", config={"prior_error": -0.1})

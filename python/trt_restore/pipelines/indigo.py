@@ -62,7 +62,7 @@ SIGMA_MIN = 1e-3
 
 def data_consistent(x: torch.Tensor, y: torch.Tensor, operator: Operator, sigma: float, prior_error: float) -> torch.Tensor:
     """``argmin ½‖A x' − y‖² + (μ/2)‖x' − x‖²`` with ``μ = max(σ, σ_min)² / e²``; ``x`` itself for ``e = 0``."""
-    if prior_error <= 0:
+    if prior_error == 0:
         return x
     mu = max(sigma, SIGMA_MIN) ** 2 / prior_error**2
     return operator.prox_l2(y, x, mu).clamp(0, 1)
@@ -99,6 +99,8 @@ class Indigo(Pipeline):
 
     def run(self, y, operator, sigma, noise, callback):
         cfg = self.config
+        if cfg.prior_error < 0:
+            raise UserError(f"--prior-error is an RMS error and cannot be negative (0 skips the data step), got {cfg.prior_error:g}")
         factor = self.models.inn_factor
         condition = degradation_embedding(operator.task, sigma, y.shape[0]).to(y.device)
         inn = self._adaptable_inn() if cfg.adapt else None
