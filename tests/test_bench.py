@@ -163,6 +163,10 @@ def test_reports_from_earlier_results_files_and_their_merge(run, tmp_path, capsy
     run_bench(parse("--from-json", str(out / "bench.json"), str(tmp_path / "later.json"), "--report-dir", str(tmp_path), "--no-plots"))
     merged = (tmp_path / "RESULTS.md").read_text()
     assert "Merged from 2 runs" in merged and "99.50" in merged
+    assert not (tmp_path / "merged.json").exists()  # no results file unless --json names one
+    run_bench(parse("--from-json", str(out / "bench.json"), str(tmp_path / "later.json"), "--json", str(tmp_path / "merged.json"),
+                    "--report-dir", str(tmp_path / "again"), "--no-plots"))
+    assert render_markdown(json.loads((tmp_path / "merged.json").read_text())) + "\n" == merged
     assert merged.count("| sr4-bicubic |") == render_markdown(results).count("| sr4-bicubic |")
     assert f"{results['speed'][0]['latency_s']['p50']:.3f}" in merged
 

@@ -12,6 +12,8 @@ from ..bench.images import DATASETS
 from ..errors import UserError
 from ..methods import METHODS, NOISE_SOURCES
 from .arguments import comma_list, one_of, positive_int, usage_errors
+
+DEFAULT_JSON = Path("benchmarks/results/bench.json")
 from .parser import Subcommand
 
 
@@ -56,7 +58,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     quality.add_argument("--lpips-weights", type=Path, metavar="PATH", help="state dict of lpips.LPIPS; enables LPIPS")
     quality.add_argument("--lpips-net", choices=("alex", "vgg", "squeeze"), default="alex", help="LPIPS backbone (default alex)")
     output = parser.add_argument_group("output")
-    output.add_argument("--json", type=Path, default=Path("benchmarks/results/bench.json"), help="results file (default benchmarks/results/bench.json)")
+    output.add_argument("--json", type=Path, help=f"results file (default {DEFAULT_JSON}; with --from-json, the merged results, "
+                                                 "written only when this is given)")
     output.add_argument("--report-dir", type=Path, default=Path("benchmarks"), help="where RESULTS.md and the plots go (default benchmarks)")
     output.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     output.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
@@ -97,11 +100,13 @@ def run_bench(args: argparse.Namespace) -> int:
 
     if args.from_json is not None:
         results = merge_results([read_results(path) for path in args.from_json])
-        written = write_report(results, args.report_dir, plots=not args.no_plots)
+        json_path = args.json
     else:
         results = run_benchmarks(config_from_args(args), _log)
-        write_results(results, args.json)
-        written = [args.json, *write_report(results, args.report_dir, plots=not args.no_plots)]
+        json_path = args.json or DEFAULT_JSON
+    if json_path is not None:
+        write_results(results, json_path)
+    written = [*([json_path] if json_path else []), *write_report(results, args.report_dir, plots=not args.no_plots)]
     for path in written:
         print(path)
     return 0
