@@ -106,6 +106,23 @@ def test_the_vjp_takes_the_decoders_statistics_and_is_its_adjoint_at_them():
     assert backward == pytest.approx(float((jvp * r).sum()), rel=5e-3)
 
 
+def test_the_static_vjp_graph_takes_the_dynamic_decoders_context(tmp_path):
+    """The exported VJP has static shapes (M = 1024 context tokens); the decoder it takes pass 1 from
+    gathers fewer on a small or oblong image (here 14×10 latent positions), and the VJP's feeds are
+    padded with dropped tokens: onnxruntime's static VJP agrees with torch's."""
+    model_set = load_model_set("tiny")
+    wrappers = {c: model_set.wrapper(c, "reld", group_stats=True) for c in ("decoder", "decoder_vjp")}
+    decoder = TiledEngine(TorchEngine(wrappers["decoder"], wrappers["decoder"].spec), (64, 64), 16)
+    spec = export_component(wrappers["decoder_vjp"], tmp_path / "vjp.onnx", example_size=(64, 64))
+    assert spec.inputs[-1].shape[-1] == 1024  # attention_bias_0: a fixed token count
+    engines = [TorchEngine(wrappers["decoder_vjp"], wrappers["decoder_vjp"].spec), OnnxRuntimeEngine(tmp_path / "vjp.onnx", spec, threads=1)]
+    g = torch.Generator().manual_seed(2)
+    z, r = torch.randn(1, 4, 14, 10, generator=g), torch.randn(1, 3, 112, 80, generator=g)
+    assert decoder.statistics(latent=z).contexts[0].tokens < 1024
+    grads = [TiledEngine(e, (64, 64), 16, adjoint_of="cotangent", statistics_from=decoder)(latent=z, cotangent=r)["latent_grad"] for e in engines]
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-4, rtol=1e-4)
+
+
 def test_tensorrt_rtx_builds_the_graph_with_statistics_inputs(tmp_path):
     """The `.plan` path: TensorRT-RTX parses and builds the exported decoder with its statistics tensors."""
     from trt_restore.runtime.trt_loader import installed_flavours

@@ -56,7 +56,8 @@ def _cell_sums(grid: torch.Tensor, k: int) -> torch.Tensor:
 
 class PooledContext:
     """One attention block's whole-image feature map as at most ``tokens`` context tokens (module
-    docstring); ``pad_to`` pads them with dropped tokens to a static graph's fixed count."""
+    docstring); ``pad_to`` pads them with dropped tokens to a common count (every block of a
+    graph takes the same ``M``)."""
 
     def __init__(self, feature_map: torch.Tensor, tokens: int, pad_to: int | None = None):
         batch, channels, height, width = feature_map.shape
@@ -67,12 +68,17 @@ class PooledContext:
         means = _cell_sums(feature_map, self.k) / counts
         self.values = F.pad(means.flatten(2), (0, self.tokens - counts.numel()))  # (B, C, M)
 
-    def feeds(self, top: int, left: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def feeds(self, top: int, left: int, height: int, width: int, tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The context tokens and their offsets for a tile covering rows ``top:top+height`` and
-        columns ``left:left+width`` of the block's grid."""
+        columns ``left:left+width`` of the block's grid; padded with dropped tokens to ``tokens``
+        (a static graph's fixed count, which a context gathered by another graph may lack)."""
+        tokens = tokens or self.tokens
+        if tokens < self.tokens:
+            raise ValueError(f"a context of {self.tokens} tokens does not fit a graph that takes {tokens}")
         outside = self.values.new_ones(self.size)
         outside[top : top + height, left : left + width] = 0
         counts = _cell_sums(outside, self.k).flatten()
         offsets = torch.where(counts > 0, counts.clamp_min(1).log(), torch.full_like(counts, NO_TOKEN))
-        offsets = F.pad(offsets, (0, self.tokens - counts.numel()), value=NO_TOKEN)
-        return self.values, offsets.expand(self.values.shape[0], -1)
+        offsets = F.pad(offsets, (0, tokens - counts.numel()), value=NO_TOKEN)
+        values = F.pad(self.values, (0, tokens - self.tokens)) if tokens > self.tokens else self.values
+        return values, offsets.expand(values.shape[0], -1)

@@ -173,14 +173,19 @@ class WholeImage:
     contexts: tuple[PooledContext, ...] | None = None  # None: every tile attends over itself only
 
 
+def static_context_tokens(spec: ComponentSpec) -> int | None:
+    """The fixed context-token count ``M`` of a graph with static shapes; ``None`` where ``M`` is dynamic (or absent)."""
+    count = next((t.shape[-1] for t in spec.inputs if t.name == attention_context_names(0)[0]), None)
+    return count if isinstance(count, int) else None
+
+
 def no_context(spec: ComponentSpec, batch: int, device) -> dict[str, torch.Tensor]:
     """Context inputs under which every attention block of ``spec`` attends over its tile only."""
     feeds = {}
     for index in range(attention_context_count(spec)):
         tokens, offsets, _ = attention_context_names(index)
-        channels, count = next(t.shape[1:] for t in spec.inputs if t.name == tokens)
-        count = count if isinstance(count, int) else 1  # a static graph's fixed count, else one token
-        feeds[tokens], feeds[offsets] = empty_context(batch, channels, count, device)
+        channels = next(t.shape[1] for t in spec.inputs if t.name == tokens)
+        feeds[tokens], feeds[offsets] = empty_context(batch, channels, static_context_tokens(spec) or 1, device)
     return feeds
 
 
@@ -261,6 +266,7 @@ class TiledEngine(Engine):
         self._last_statistics: tuple[dict[str, torch.Tensor], WholeImage] | None = None
         self.divisors = spatial_divisors(inner.spec)
         self.static = all(isinstance(d, int) for t in inner.spec.inputs for d in t.shape)
+        self.context_tokens = static_context_tokens(inner.spec)
         multiple = max(inner.spec.multiple, max(self.divisors.values(), default=1))
         if overlap >= min(tile):
             raise UserError(
@@ -327,7 +333,7 @@ class TiledEngine(Engine):
         for index, context in enumerate(given.contexts):
             tokens, offsets, reported = attention_context_names(index)
             d = self.divisors[reported]
-            feeds[tokens], feeds[offsets] = context.feeds(top // d, left // d, self.tile[0] // d, self.tile[1] // d)
+            feeds[tokens], feeds[offsets] = context.feeds(top // d, left // d, self.tile[0] // d, self.tile[1] // d, self.context_tokens)
         return feeds
 
     def statistics(self, **inputs: torch.Tensor) -> WholeImage:
@@ -367,9 +373,8 @@ class TiledEngine(Engine):
                 self._cut(names[index], maps[index], top, left).add_(feature_map.float() * self._resample(share, d))
         grids = [m[..., : height // self.divisors[n], : width // self.divisors[n]] for n, m in zip(names, maps, strict=True)]
         most = self.inner.spec.meta.get("context_tokens", 0)
-        count = next((t.shape[-1] for t in self.inner.spec.inputs if t.name == attention_context_names(0)[0]), None)
         # every block takes the same number of tokens (one symbol M): a static graph's, else the largest block's
-        pad_to = count if isinstance(count, int) else max((token_count(*g.shape[-2:], most) for g in grids), default=0)
+        pad_to = self.context_tokens or max((token_count(*g.shape[-2:], most) for g in grids), default=0)
         contexts = tuple(PooledContext(grid, most, pad_to=pad_to) for grid in grids)
         return WholeImage(combine_stats(parts), contexts)
 
