@@ -95,6 +95,9 @@ def test_the_vjp_takes_the_decoders_statistics_and_is_its_adjoint_at_them():
     frozen = decoder.statistics(latent=z)
     backward = float((u * vjp(latent=z, cotangent=r)["latent_grad"]).sum())
     assert decoder.statistics(latent=z) is frozen  # pass 1 ran once, for both
+    decoder(latent=z + 1e-3 * u)
+    assert decoder.statistics(latent=z) is frozen  # still remembered after another latent (RELD's curvature)
+    assert decoder.statistics(latent=z + 1e-3 * u) is not frozen
 
     class Frozen(TiledEngine):
         def statistics(self, **inputs):

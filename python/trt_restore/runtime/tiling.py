@@ -72,10 +72,11 @@ to that size runs whole. Images up to ``tile`` run whole, so the default tiles
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-
-from dataclasses import dataclass
 
 from ..errors import UserError
 from ..specs import (
@@ -92,6 +93,9 @@ from .attention_context import PooledContext, empty_context, token_count
 from .engine import Engine
 from .graphs import capturing
 
+REMEMBERED_STATISTICS = 2
+"""Inputs whose pass 1 a tiled engine remembers: RELD's curvature estimate alternates between the
+decoder at ``v + εu`` and its VJP at ``v``, which takes the decoder's pass 1 at ``v``."""
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of length ``tile`` covering ``size``; the last one ends at ``size``."""
@@ -263,7 +267,7 @@ class TiledEngine(Engine):
         self.untiled = whole(inner)
         self.statistics_source = statistics_from or self
         self.statistics_passes = statistics_passes
-        self._last_statistics: tuple[dict[str, torch.Tensor], WholeImage] | None = None
+        self._remembered: deque[tuple[dict[str, torch.Tensor], WholeImage]] = deque(maxlen=REMEMBERED_STATISTICS)
         self.divisors = spatial_divisors(inner.spec)
         self.static = all(isinstance(d, int) for t in inner.spec.inputs for d in t.shape)
         self.context_tokens = static_context_tokens(inner.spec)
@@ -339,9 +343,9 @@ class TiledEngine(Engine):
     def statistics(self, **inputs: torch.Tensor) -> WholeImage:
         """Pass 1: the whole image's GroupNorm ``(n, μ, v)`` (B, 3, G) from every tile
         normalised with its own (:func:`combine_stats`), and each attention block's feature map
-        from the tiles' maps weighted by the pixels they own; the last inputs' are remembered."""
-        if self._last_statistics is not None and not capturing():  # comparing waits for the GPU
-            last, stats = self._last_statistics
+        from the tiles' maps weighted by the pixels they own; remembered for the last
+        :data:`REMEMBERED_STATISTICS` inputs."""
+        for last, stats in () if capturing() else self._remembered:  # comparing waits for the GPU
             if last.keys() == inputs.keys() and all(
                 last[k].shape == v.shape and torch.equal(last[k], v.to(last[k].device)) for k, v in inputs.items()
             ):
@@ -352,7 +356,7 @@ class TiledEngine(Engine):
         whole_image = WholeImage(zeros)
         for _ in range(self.statistics_passes):
             whole_image = self._gather(inputs, height, width, whole_image)
-        self._last_statistics = ({k: v.detach().clone() for k, v in inputs.items()}, whole_image)
+        self._remembered.append(({k: v.detach().clone() for k, v in inputs.items()}, whole_image))
         return whole_image
 
     def _gather(self, inputs, height: int, width: int, given: WholeImage) -> WholeImage:
