@@ -12,9 +12,9 @@ from ..bench.images import DATASETS
 from ..errors import UserError
 from ..methods import METHODS, NOISE_SOURCES
 from .arguments import comma_list, one_of, positive_int, usage_errors
+from .parser import Subcommand
 
 DEFAULT_JSON = Path("benchmarks/results/bench.json")
-from .parser import Subcommand
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:

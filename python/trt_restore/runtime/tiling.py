@@ -97,6 +97,7 @@ REMEMBERED_STATISTICS = 2
 """Inputs whose pass 1 a tiled engine remembers: RELD's curvature estimate alternates between the
 decoder at ``v + εu`` and its VJP at ``v``, which takes the decoder's pass 1 at ``v``."""
 
+
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of length ``tile`` covering ``size``; the last one ends at ``size``."""
     if size <= tile:
