@@ -186,11 +186,11 @@ def static_context_tokens(spec: ComponentSpec) -> int | None:
 
 def no_context(spec: ComponentSpec, batch: int, device) -> dict[str, torch.Tensor]:
     """Context inputs under which every attention block of ``spec`` attends over its tile only."""
-    feeds = {}
+    feeds, count = {}, static_context_tokens(spec) or 1  # a static graph's fixed count, else one token
     for index in range(attention_context_count(spec)):
         tokens, offsets, _ = attention_context_names(index)
         channels = next(t.shape[1] for t in spec.inputs if t.name == tokens)
-        feeds[tokens], feeds[offsets] = empty_context(batch, channels, static_context_tokens(spec) or 1, device)
+        feeds[tokens], feeds[offsets] = empty_context(batch, channels, count, device)
     return feeds
 
 
