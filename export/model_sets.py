@@ -39,7 +39,7 @@ from diffusers import UNet2DConditionModel
 from torch import nn
 
 from trt_restore.errors import UserError
-from trt_restore.methods import COMPONENTS, components_for
+from trt_restore.methods import COMPONENTS, METHODS, components_for
 from trt_restore.pipelines.schedule import scheduler_config
 
 from .components import (
@@ -104,6 +104,9 @@ class ModelSet:
     schedulers: dict[str, dict] = field(default_factory=dict)
     prompts: dict[str, PromptEmbedding] = field(default_factory=dict)
     low_res_noise: LowResNoise | None = None
+    settings: dict[str, dict] = field(default_factory=dict)
+    """Per method, the settings tuned for these networks (LDM-SR's step count, say). They replace
+    the method's and the task's defaults; a setting that the caller passes replaces them."""
 
     def __post_init__(self):
         unknown = set(self.networks) - set(ROLES)
@@ -118,6 +121,11 @@ class ModelSet:
                 )
         if self.low_res_noise is not None and "sr_unet" not in self.networks:
             raise UserError(f"model set '{self.name}': low-resolution noise augmentation without an sr_unet network")
+        for method, settings in self.settings.items():
+            if method not in METHODS:
+                raise UserError(f"model set '{self.name}' has settings for an unknown method '{method}'; methods are {', '.join(METHODS)}")
+            if not isinstance(settings, dict):
+                raise UserError(f"model set '{self.name}': the settings of '{method}' must be a JSON object of name: value")
 
     def network(self, role: str) -> nn.Module:
         """The network in ``role``, or a UserError saying what the set holds."""
@@ -130,7 +138,7 @@ class ModelSet:
 
     @property
     def meta(self) -> dict:
-        """JSON-able facts: per role its class, VAE geometry and scale, UNet schedules, INN levels."""
+        """JSON-able facts: per role its class, VAE geometry and scale, UNet schedules, INN levels; the settings."""
         roles = {}
         for role, net in self.networks.items():
             if role in ("vae", "sr_vae"):
@@ -147,7 +155,7 @@ class ModelSet:
                     "channels": net.config.channels,
                     "levels": net.config.levels,
                 }
-        return {"name": self.name, "roles": roles}
+        return {"name": self.name, "roles": roles, **({"settings": self.settings} if self.settings else {})}
 
     def _downsample(self, vae_role: str) -> int:
         return autoencoder_meta(self.network(vae_role))["downsample"]
@@ -206,7 +214,8 @@ class ModelSet:
                 self.prompts[role].save(folder / role / PROMPT_FILE)
         if self.low_res_noise is not None:
             (folder / "sr_unet" / LOW_RES_NOISE_FILE).write_text(json.dumps(self.low_res_noise.to_json(), indent=2))
-        (folder / MANIFEST).write_text(json.dumps({"name": self.name, "roles": list(self.networks)}, indent=2))
+        manifest = {"name": self.name, "roles": list(self.networks), **({"settings": self.settings} if self.settings else {})}
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return folder
 
     @classmethod
@@ -230,7 +239,7 @@ class ModelSet:
                 stored.get("noise_level", LowResNoise.noise_level),
                 stored.get("max_noise_level", LowResNoise.max_noise_level),
             )
-        return cls(manifest.get("name", folder.name), networks, schedulers, prompts, low_res_noise)
+        return cls(manifest.get("name", folder.name), networks, schedulers, prompts, low_res_noise, manifest.get("settings", {}))
 
 
 def tiny_model_set() -> ModelSet:

@@ -77,6 +77,14 @@ def test_round_trip_is_byte_exact_and_deterministic(tmp_path):
     assert bundle.meta == manifest["model_set"]["meta"] and bundle.components == ["pixel_unet"]
 
 
+def test_the_model_sets_settings_for_the_method_come_with_the_bundle(tmp_path):
+    meta = {"settings": {"ddrm": {"steps": 12, "eta": 0.5}, "ldm-sr": {"steps": 2}}}
+    path = write_bundle(tmp_path / "s.plan", manifest_of(model_set={"name": "mine", "meta": meta}), {"pixel_unet.plan": ENGINE})
+    bundle = Bundle.open(path)
+    assert bundle.settings == {"steps": 12, "eta": 0.5}
+    assert "model-set settings: steps 12, eta 0.5" in bundle.describe(Machine({}, None)).splitlines()
+
+
 def test_a_changed_byte_is_detected(bundle_path):
     raw = bytearray(bundle_path.read_bytes())
     raw[raw.find(ENGINE) + 1000] ^= 0x01  # the zip's own CRC catches this one

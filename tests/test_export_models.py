@@ -1,5 +1,6 @@
 """Tiny factories, checkpoint loaders and model sets (torch side only)."""
 
+import dataclasses
 import json
 import shutil
 
@@ -276,3 +277,31 @@ def test_public_pipeline_folders_become_model_sets(tmp_path):
     _write_schedule(ddpm / "scheduler_config.json")
     (ddpm / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline"}))
     assert set(load_model_set(ddpm).networks) == {"pixel_unet"}
+
+
+def test_model_set_settings_travel_with_the_set_and_sit_between_the_defaults_and_the_caller(tmp_path, tiny_set):
+    from trt_restore.api import restore
+
+    folder = tmp_path / "set"
+    dataclasses.replace(tiny_set, settings={"ldm-sr": {"steps": 2}}).save_pretrained(folder)
+    assert load_model_set(str(folder)).meta["settings"] == {"ldm-sr": {"steps": 2}}
+    y = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def sr(model_set, **config):
+        return restore(y, "ldm-sr", task="sr4", model_set=model_set, backend="torch", config=config or None)
+
+    with_settings = sr(str(folder))
+    assert torch.equal(with_settings, sr("tiny", steps=2))
+    assert not torch.equal(with_settings, sr("tiny"))  # the method's default is 50 steps
+    assert torch.equal(sr(str(folder), steps=3), sr("tiny", steps=3))
+
+
+def test_model_set_settings_are_checked(tmp_path, tiny_set):
+    from trt_restore.api import restore
+
+    with pytest.raises(UserError, match="settings for an unknown method 'magic'"):
+        dataclasses.replace(tiny_set, settings={"magic": {"steps": 2}})
+    folder = tmp_path / "set"
+    dataclasses.replace(tiny_set, settings={"ldm-sr": {"stepz": 2}}).save_pretrained(folder)
+    with pytest.raises(UserError, match=r"no setting 'stepz' \(a setting of the model set\)"):
+        restore(torch.rand(1, 3, 8, 8), "ldm-sr", task="sr4", model_set=str(folder), backend="torch")

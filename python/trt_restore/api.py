@@ -134,7 +134,7 @@ def load_models(
     if adapt:
         inn_role = "inn_latent" if method == "indigo-latent" else "inn_pixel"
         trainable["inn"] = copy.deepcopy(models.network(inn_role)).to(next(iter(engines.values())).device)
-    return method, Models(tiled(engines, tile), trainable)
+    return method, Models(tiled(engines, tile), trainable, settings=models.settings.get(method))
 
 
 def tiled(engines: dict, tile: int | None, largest: dict[str, int] | None = None) -> dict:
@@ -194,7 +194,7 @@ def _models_from_bundle(method, engine, backend, device, threads, tile, precisio
         options["precision"] = precision
     largest = {name: min(min(p.max["H"], p.max["W"]) for p in bundle.profiles(name)) for name in bundle.components}
     tile = min(largest.values()) if tile is None else tile
-    return bundle.method, Models(tiled(bundle.engines(device, **options), tile, largest))
+    return bundle.method, Models(tiled(bundle.engines(device, **options), tile, largest), settings=bundle.settings)
 
 
 def _onnx_engines(wrappers, image_size, backend, options):
@@ -345,13 +345,16 @@ def restore(
 
 
 def _pipeline(method: str, task: str, models: Models, config: dict | None) -> Pipeline:
-    """The method's pipeline with its Config: the defaults, the task's own defaults, then ``config``."""
+    """The method's pipeline with its Config: the defaults, the task's own defaults, the model set's
+    settings for the method, then ``config``."""
     cls = pipeline_class(method)
     settings = cls.Config()
-    for key, value in {**cls.task_defaults(task), **(config or {})}.items():
-        if not hasattr(settings, key):
-            raise UserError(f"method '{method}' has no setting '{key}'")
-        setattr(settings, key, value)
+    for source, values in (("task", cls.task_defaults(task)), ("model set", models.settings), ("caller", config or {})):
+        for key, value in values.items():
+            if not hasattr(settings, key):
+                origin = " (a setting of the model set)" if source == "model set" else ""
+                raise UserError(f"method '{method}' has no setting '{key}'{origin}")
+            setattr(settings, key, value)
     return cls(models, settings)
 
 

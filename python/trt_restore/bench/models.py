@@ -102,7 +102,7 @@ class ModelCache:
             engines = {name: TorchEngine(w, w.spec, "cpu", autocast=torch.bfloat16) for name, w in wrappers.items()}
         else:
             engines = {name: TorchEngine(HalfPrecision(w, fused_attention=True), w.spec) for name, w in wrappers.items()}
-        return Models(tiled(engines, self.config.tile))
+        return Models(tiled(engines, self.config.tile), settings=self.model_set.settings.get(method))
 
     def _from_bundle(self, method: str, variant: Variant, size: int, scale: int) -> Models:
         from ..api import load_models, padded_size

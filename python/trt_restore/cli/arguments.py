@@ -236,7 +236,7 @@ def add_method_settings(parser: argparse.ArgumentParser) -> None:
     Default None: the chosen method's own value."""
     group = parser.add_argument_group(
         "method settings",
-        "each flag sets the setting of that name of the chosen method; left out, the method's default",
+        "each flag sets the setting of that name of the chosen method; left out, the model set's own setting (its model_set.json), else the method's default",
     )
     for setting in method_settings().values():
         if setting.kind is bool:

@@ -38,7 +38,8 @@ class Models:
     Everything a loop needs to know about the networks comes from the components' specs:
     the noise schedule of a diffusion component (``spec.meta["scheduler"]``), the
     autoencoder's downsampling factor and latent channels, the INN's coarse factor.
-    ``trainable`` holds torch modules a method may fine-tune (the INN for ``--adapt``).
+    ``trainable`` holds torch modules a method may fine-tune (the INN for ``--adapt``);
+    ``settings`` the model set's own settings for the method (:attr:`ModelSet.settings`).
     As a context manager, the models close their engines at the end of the block.
     """
 
@@ -47,9 +48,11 @@ class Models:
         engines: Mapping[str, Any],
         trainable: Mapping[str, Any] | None = None,
         fallbacks: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
     ):
         self.engines = dict(engines)
         self.trainable = dict(trainable or {})
+        self.settings = dict(settings or {})
         self.fallbacks = dict(fallbacks or {})  # fp32 engines that rerun a component whose output is not finite
         self.timings: dict[str, list[float]] = defaultdict(list)
         self._finite: torch.Tensor | None = None

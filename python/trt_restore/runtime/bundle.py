@@ -185,6 +185,11 @@ class Bundle:
         return self.manifest["model_set"].get("meta", {})
 
     @property
+    def settings(self) -> dict:
+        """The model set's own settings for the bundle's method (:attr:`ModelSet.settings`)."""
+        return self.meta.get("settings", {}).get(self.method, {})
+
+    @property
     def components(self) -> list[str]:
         return list(self.manifest["components"])
 
@@ -355,6 +360,8 @@ class Bundle:
             f"method {self.method}, model set {self.model_set}, precision {self.precision}, backend {backend}",
             "components:",
         ]
+        if self.settings:
+            lines.insert(2, "model-set settings: " + ", ".join(f"{key} {value}" for key, value in self.settings.items()))
         for name in self.components:
             spec = self.spec(name)
             entry = self._component(name)["entry"]
