@@ -21,7 +21,7 @@ from trt_restore.export.model_sets import ROLES, load_model_set
 from trt_restore.train.autoencoder import AutoencoderTask
 from trt_restore.train.data import SKIMAGE_SAMPLES, CropSampler, load_pool, training_files
 from trt_restore.train.diffusion import LatentDiffusionTask
-from trt_restore.train.package import card_sections
+from trt_restore.train.package import TUNED_SETTINGS, card_sections
 from trt_restore.train.loop import CHECKPOINT, RunOptions, TrainingRun, read_checkpoint, trained_network
 
 
@@ -164,7 +164,9 @@ def test_every_trainer_runs_and_the_package_loads_as_float32(tmp_path, one_threa
     assert all(f"## {role}" in cards for role in ROLES)
     assert (workdir / "vae" / CHECKPOINT).is_file()
     assert (out / "training_curves.png").read_bytes().startswith(b"\x89PNG") and "training_curves.png" in cards
-    assert load_model_set(out).schedulers["sr_unet"]["prediction_type"] == "v_prediction"
+    assert model_set.schedulers["sr_unet"]["prediction_type"] == "v_prediction"
+    assert model_set.schedulers["sr_unet"]["timestep_spacing"] == "trailing"
+    assert model_set.settings == TUNED_SETTINGS["sr_unet"]
 
 
 def test_a_partly_trained_work_folder_keeps_the_other_networks(tmp_path, one_thread):
@@ -183,6 +185,7 @@ def test_a_partly_trained_work_folder_keeps_the_other_networks(tmp_path, one_thr
     old_cards, new_cards = card_sections(first / "README.md"), card_sections(second / "README.md")
     assert all(new_cards[role] == old_cards[role] for role in ROLES if role != "pixel_unet")
     assert new_cards["pixel_unet"] != old_cards["pixel_unet"]
+    assert load_model_set(second).settings == load_model_set(first).settings == TUNED_SETTINGS["sr_unet"]  # kept
 
     shutil.copytree(tmp_path / "work" / "unet", tmp_path / "new" / "unet")
     # a unet trained on another autoencoder's latents cannot join the kept one

@@ -180,7 +180,9 @@ class SRDiffusionTask(_LatentTask):
     """``sr_unet``: LDM-SR on ``concat(z_t, 2y − 1)`` with ``y`` the crop downsampled by the VAE's factor."""
 
     name = "sr_unet"
-    schedule_meta = {**LDM_SR_SCHEDULE, "prediction_type": "v_prediction"}
+    # Trailing timesteps: a few-step DDIM run starts at t = T − 1, where the v-prediction is the
+    # network's regression of x₀ from y alone; with leading ones 2 steps start at t = 500 from pure noise.
+    schedule_meta = {**LDM_SR_SCHEDULE, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}
 
     def build_model(self) -> UNet2DModel:
         c = self.latent_channels
