@@ -21,6 +21,7 @@ from trt_restore.export.model_sets import ROLES, load_model_set
 from trt_restore.train.autoencoder import AutoencoderTask
 from trt_restore.train.data import SKIMAGE_SAMPLES, CropSampler, load_pool, training_files
 from trt_restore.train.diffusion import LatentDiffusionTask
+from trt_restore.train.inn import identity_inn
 from trt_restore.train.package import TUNED_SETTINGS, card_sections
 from trt_restore.train.loop import CHECKPOINT, RunOptions, TrainingRun, read_checkpoint, trained_network
 
@@ -167,6 +168,12 @@ def test_every_trainer_runs_and_the_package_loads_as_float32(tmp_path, one_threa
     assert model_set.schedulers["sr_unet"]["prediction_type"] == "v_prediction"
     assert model_set.schedulers["sr_unet"]["timestep_spacing"] == "trailing"
     assert model_set.settings == TUNED_SETTINGS["sr_unet"]
+    channels = model_set.meta["roles"]["vae"]["latent_channels"]
+    latent, cond = torch.randn(2, channels, 8, 8), torch.randn(2, model_set.network("inn_latent").config.cond_dim)
+    with torch.no_grad():  # the shipped latent INN is the plain Haar lifting
+        for shipped, haar in zip(model_set.network("inn_latent")(latent, cond), identity_inn("latent", channels)(latent, cond), strict=True):
+            assert torch.equal(shipped, haar)
+    assert "| training | none: the identity INN" in card_sections(out / "README.md")["inn_latent"]
 
 
 def test_a_partly_trained_work_folder_keeps_the_other_networks(tmp_path, one_thread):

@@ -48,6 +48,11 @@ STANDARD_DEGRADATIONS: tuple[tuple[str, dict], ...] = (
 LEVELS = {"pixel": 2, "latent": 1}
 
 
+def identity_inn(space: str, channels: int) -> WaveletINN:
+    """The INN that training starts from: the plain Haar lifting over ``channels`` (module docstring)."""
+    return WaveletINN(channels=channels, levels=LEVELS[space], steps=2, hidden=32, identity_init=True)
+
+
 def standard_operators(size: int, channels: int = 3) -> list[Operator]:
     """One operator per entry of :data:`STANDARD_DEGRADATIONS` on ``size × size`` images."""
     return [make_operator(task, size=(size, size), channels=channels, **params) for task, params in STANDARD_DEGRADATIONS]
@@ -94,10 +99,9 @@ class INNTask:
         self.data = ""
 
     def build_model(self) -> WaveletINN:
-        levels = LEVELS[self.space]
         if self.arch == "tiny":
-            return tiny_inn(self.channels, levels=levels, seed=5)
-        return WaveletINN(channels=self.channels, levels=levels, steps=2, hidden=32, identity_init=True)
+            return tiny_inn(self.channels, levels=LEVELS[self.space], seed=5)
+        return identity_inn(self.space, self.channels)
 
     def prepare(self, device: torch.device, generator: torch.Generator) -> None:
         self.device = device

@@ -8,7 +8,8 @@ to ``README.md`` in the same folder, one section per role.
 A work folder need not hold every component: the ones it lacks are kept, network, noise
 schedule and card, from a packaged set (by default the bundled one), so that a set can be
 improved one model at a time. The networks trained on the autoencoder's latents come with
-the autoencoder they were trained on: all new or all kept.
+the autoencoder they were trained on: all new or all kept. The roles of :data:`IDENTITY_ROLES`
+ship as the identity INN on the new autoencoder's latents, whatever the work folder holds.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from trt_restore.export.models import WEIGHT_FILES
 
 from .evaluation import EVAL_SIZE, EVAL_STEPS, autoencoder_quality, denoising_quality, held_out_images, inn_quality
 from .loop import final_losses, read_checkpoint, trained_network
+from .inn import identity_inn
 from .registry import COMPONENTS
 
 SET_NAME = "bundled"
@@ -55,6 +57,12 @@ NOTES = {
         "noise, where the ε-loss hardly depends on x₀; sampled from pure noise it kept the prior's mean colour "
         "whatever the input (LDM-SR 11.9 dB on the held-out images against 21.0 dB for bicubic)."
     ),
+    "inn_latent": (
+        "Shipped untrained, as the identity INN: the trained ones restored worse with indigo-latent on the held-out "
+        "images (after 30 min of training, gain over the degraded input trained / identity: sr4-bicubic −4.10 / −1.92 dB, "
+        "deblur-gauss +1.77 / +4.02, denoise +0.87 / +1.14), although their coarse part matched some observations "
+        "(blur, inpainting, colourisation) better."
+    ),
     "inn_pixel": (
         "For denoising and box-average SR the identity INN's box average is already the exact coarse target "
         "(hence its infinite or float-precision PSNR there): training can only keep it; it has something to learn "
@@ -64,6 +72,11 @@ NOTES = {
 
 
 LATENT_COMPONENTS = ("unet", "sr_unet", "inn_latent")  # trained on the autoencoder's latents
+# Roles that ship untrained, as the identity INN (the plain Haar lifting), because the trained
+# ones restored worse on the held-out images. inn_latent on the 8-channel f4 autoencoder's
+# latents, indigo-latent's PSNR gain over the degraded input, trained 30 min / identity:
+# sr4-bicubic −4.10 / −1.92 dB, deblur-gauss +1.77 / +4.02, denoise +0.87 / +1.14.
+IDENTITY_ROLES = ("inn_latent",)
 # Method settings tuned for a newly trained role (model_set.json "settings"), on the held-out images.
 # LDM-SR, sr4-bicubic, 8-channel f4 autoencoder, sr_unet of 4224 steps, trailing timesteps, PSNR
 # against bicubic's 24.36 dB: 1 step 23.43, 2 steps 23.96, 3 23.82, 5 23.62, 10 23.22, 50 (the
@@ -78,11 +91,13 @@ def package_models(workdir: Path, out: Path | None = None, keep_from: Path | Non
     (default: the bundled set), with their cards (module docstring).
     """
     out = Path(out) if out is not None else default_models_folder()
-    checkpoints = {c: checkpoint for c in COMPONENTS if (checkpoint := read_checkpoint(workdir, c)) is not None}
+    checkpoints = {c: checkpoint for c in COMPONENTS
+                   if c not in IDENTITY_ROLES and (checkpoint := read_checkpoint(workdir, c)) is not None}
     if not checkpoints:
         raise UserError(f"{workdir} holds no trained component; run `trt-restore train COMPONENT --workdir {workdir}` first")
-    if "vae" in checkpoints and not set(LATENT_COMPONENTS) <= set(checkpoints):
-        raise UserError(f"{workdir} has a new vae but not {', '.join(c for c in LATENT_COMPONENTS if c not in checkpoints)}; "
+    needed = [c for c in LATENT_COMPONENTS if c not in IDENTITY_ROLES]
+    if "vae" in checkpoints and not set(needed) <= set(checkpoints):
+        raise UserError(f"{workdir} has a new vae but not {', '.join(c for c in needed if c not in checkpoints)}; "
                         "the networks trained on its latents must be trained again too")
     if "vae" not in checkpoints and set(LATENT_COMPONENTS) & set(checkpoints):
         raise UserError(f"{workdir} has networks trained on latents but no vae; package them with the vae they were trained on")
@@ -91,6 +106,10 @@ def package_models(workdir: Path, out: Path | None = None, keep_from: Path | Non
     trained = [role for role, component in ROLE_SOURCES.items() if component in checkpoints]
     networks = {role: copy.deepcopy(trained_network(workdir, ROLE_SOURCES[role])).half() if role in trained
                 else kept.network(role).half() for role in ROLE_SOURCES}
+    if "vae" in trained:  # identity roles follow the autoencoder's latent channels
+        channels = autoencoder_meta(networks["vae"])["latent_channels"]
+        networks.update({role: identity_inn(role.removeprefix("inn_"), channels).half() for role in IDENTITY_ROLES})
+        trained += IDENTITY_ROLES
     schedulers = {role: checkpoints[role]["facts"]["schedule"] if role in trained else kept.schedulers[role]
                   for role in UNET_ROLES}
     settings = dict(kept.settings)
@@ -173,14 +192,31 @@ def _quality(role: str, model_set: ModelSet, images) -> str:
     return f"PSNR of the one-step clean estimate on {held_out}: {listed}"
 
 
-def _card(role: str, model_set: ModelSet, checkpoint: dict, folder: Path, images) -> str:
+def _card(role: str, model_set: ModelSet, checkpoint: dict | None, folder: Path, images) -> str:
+    """The card of a trained role, or of an identity role (``checkpoint`` None)."""
+    rows = [
+        ("network", _network_line(role, model_set.network(role))),
+        ("weights", f"`{role}/{WEIGHT_FILES[0]}`, float16, {_megabytes(folder / role):.2f} MB"),
+    ]
+    if checkpoint is None:
+        rows += [("training", "none: the identity INN (the plain Haar lifting), see the notes"),
+                 ("quality", _quality(role, model_set, images))]
+    else:
+        rows += _training_rows(checkpoint) + [("quality", _quality(role, model_set, images)),
+                                              ("command", f"`{checkpoint['facts']['command']}`")]
+    if role in NOTES:
+        rows.append(("notes", NOTES[role]))
+    table = "\n".join(f"| {key} | {value} |" for key, value in rows)
+    return f"## {role}\n\n| | |\n| --- | --- |\n{table}\n"
+
+
+def _training_rows(checkpoint: dict) -> list[tuple[str, str]]:
+    """The card rows of a training run: data, loss, schedule, steps and time, final loss."""
     facts = checkpoint["facts"]
     history = checkpoint["history"]
     losses = ", ".join(f"{key} {value:.4g}" for key, value in final_losses(history).items())
     window = history[-1]["step"] - (history[-2]["step"] if len(history) > 1 else 0)
     rows = [
-        ("network", _network_line(role, model_set.network(role))),
-        ("weights", f"`{role}/{WEIGHT_FILES[0]}`, float16, {_megabytes(folder / role):.2f} MB"),
         ("data", f"{facts['data']}; {facts['crop']} px crops at scales {facts['min_scale']:g}–1, flips and 90° rotations"),
     ]
     rows += [(key, str(facts[key])) for key in ("loss", "observations") if key in facts]
@@ -193,13 +229,8 @@ def _card(role: str, model_set: ModelSet, checkpoint: dict, folder: Path, images
                      f"steps on {facts['device']} ({facts['threads']} thread(s)), AdamW lr {facts['lr']:g}, "
                      f"EMA {facts['ema_decay']:g}"),
         ("final loss", f"{losses} (mean of the last {window} steps)"),
-        ("quality", _quality(role, model_set, images)),
-        ("command", f"`{facts['command']}`"),
     ]
-    if role in NOTES:
-        rows.append(("notes", NOTES[role]))
-    table = "\n".join(f"| {key} | {value} |" for key, value in rows)
-    return f"## {role}\n\n| | |\n| --- | --- |\n{table}\n"
+    return rows
 
 
 def model_cards(model_set: ModelSet, checkpoints: dict[str, dict], folder: Path, kept: dict[str, str] | None = None) -> str:
@@ -223,6 +254,6 @@ def model_cards(model_set: ModelSet, checkpoints: dict[str, dict], folder: Path,
         f"- Training curves (the logged loss of each network trained for this version of the set): `{CURVES}`.\n\n"
         f"![training curves]({CURVES})\n"
     )
-    sections = [kept[role] if role in kept else _card(role, model_set, checkpoints[ROLE_SOURCES[role]], folder, images)
+    sections = [kept[role] if role in kept else _card(role, model_set, checkpoints.get(ROLE_SOURCES[role]), folder, images)
                 for role in model_set.networks]
     return "\n".join([header, *sections])
