@@ -167,7 +167,8 @@ def test_every_trainer_runs_and_the_package_loads_as_float32(tmp_path, one_threa
     assert (out / "training_curves.png").read_bytes().startswith(b"\x89PNG") and "training_curves.png" in cards
     assert model_set.schedulers["sr_unet"]["prediction_type"] == "v_prediction"
     assert model_set.schedulers["sr_unet"]["timestep_spacing"] == "trailing"
-    assert model_set.settings == TUNED_SETTINGS["sr_unet"]
+    assert model_set.settings == {**TUNED_SETTINGS["sr_unet"], **TUNED_SETTINGS["unet"]}
+    assert model_set.schedulers["unet"]["timestep_spacing"] == "trailing"
     channels = model_set.meta["roles"]["vae"]["latent_channels"]
     latent, cond = torch.randn(2, channels, 8, 8), torch.randn(2, model_set.network("inn_latent").config.cond_dim)
     with torch.no_grad():  # the shipped latent INN is the plain Haar lifting
@@ -182,6 +183,7 @@ def test_a_partly_trained_work_folder_keeps_the_other_networks(tmp_path, one_thr
     for component in ("vae", "unet", "sr_unet", "pixel_unet", "inn_pixel", "inn_latent"):
         assert main(["train", component, "--workdir", str(tmp_path / "work"), *common]) == 0, component
     assert main(["train", "package", "--workdir", str(tmp_path / "work"), "--out", str(first)]) == 0
+    model_set_settings = {**TUNED_SETTINGS["sr_unet"], **TUNED_SETTINGS["unet"]}
     assert main(["train", "pixel_unet", "--workdir", str(tmp_path / "new"), *common, "--seed", "1"]) == 0
     assert main(["train", "package", "--workdir", str(tmp_path / "new"), "--out", str(second), "--keep-from", str(first)]) == 0
 
@@ -192,7 +194,7 @@ def test_a_partly_trained_work_folder_keeps_the_other_networks(tmp_path, one_thr
     old_cards, new_cards = card_sections(first / "README.md"), card_sections(second / "README.md")
     assert all(new_cards[role] == old_cards[role] for role in ROLES if role != "pixel_unet")
     assert new_cards["pixel_unet"] != old_cards["pixel_unet"]
-    assert load_model_set(second).settings == load_model_set(first).settings == TUNED_SETTINGS["sr_unet"]  # kept
+    assert load_model_set(second).settings == load_model_set(first).settings == model_set_settings  # kept
 
     shutil.copytree(tmp_path / "work" / "unet", tmp_path / "new" / "unet")
     # a unet trained on another autoencoder's latents cannot join the kept one

@@ -166,7 +166,7 @@ class LatentDiffusionTask(_LatentTask):
     """``unet``: a DDPM on the scaled latents of the ``vae`` (Stable Diffusion's schedule)."""
 
     name = "unet"
-    schedule_meta = SD_SCHEDULE
+    schedule_meta = {**SD_SCHEDULE, "timestep_spacing": "trailing"}  # see SRDiffusionTask
 
     def build_model(self) -> UNet2DModel:
         c = self.latent_channels
@@ -180,8 +180,9 @@ class SRDiffusionTask(_LatentTask):
     """``sr_unet``: LDM-SR on ``concat(z_t, 2y − 1)`` with ``y`` the crop downsampled by the VAE's factor."""
 
     name = "sr_unet"
-    # Trailing timesteps: a few-step DDIM run starts at t = T − 1, where the v-prediction is the
-    # network's regression of x₀ from y alone; with leading ones 2 steps start at t = 500 from pure noise.
+    # Trailing timesteps: a few-step DDIM run starts at t = T − 1, as it should from pure noise
+    # (there the v-prediction is the network's regression of x₀ from y alone); with leading ones
+    # 2 steps start at t = 500.
     schedule_meta = {**LDM_SR_SCHEDULE, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}
 
     def build_model(self) -> UNet2DModel:
