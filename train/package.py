@@ -26,8 +26,8 @@ from trt_restore.export.model_sets import UNET_ROLES, ModelSet, default_models_f
 from trt_restore.export.models import WEIGHT_FILES
 
 from .evaluation import EVAL_SIZE, EVAL_STEPS, autoencoder_quality, denoising_quality, held_out_images, inn_quality
-from .loop import final_losses, read_checkpoint, trained_network
 from .inn import identity_inn
+from .loop import final_losses, read_checkpoint, trained_network
 from .registry import COMPONENTS
 
 SET_NAME = "bundled"
@@ -73,9 +73,7 @@ NOTES = {
 
 LATENT_COMPONENTS = ("unet", "sr_unet", "inn_latent")  # trained on the autoencoder's latents
 # Roles that ship untrained, as the identity INN (the plain Haar lifting), because the trained
-# ones restored worse on the held-out images. inn_latent on the 8-channel f4 autoencoder's
-# latents, indigo-latent's PSNR gain over the degraded input, trained 30 min / identity:
-# sr4-bicubic −4.10 / −1.92 dB, deblur-gauss +1.77 / +4.02, denoise +0.87 / +1.14.
+# ones restored worse on the held-out images (the measurements are in their NOTES, on the card).
 IDENTITY_ROLES = ("inn_latent",)
 # Method settings tuned for a newly trained role (model_set.json "settings"), on the held-out images.
 # LDM-SR, sr4-bicubic, 8-channel f4 autoencoder, sr_unet of 4224 steps, trailing timesteps, PSNR
@@ -205,12 +203,11 @@ def _card(role: str, model_set: ModelSet, checkpoint: dict | None, folder: Path,
         ("network", _network_line(role, model_set.network(role))),
         ("weights", f"`{role}/{WEIGHT_FILES[0]}`, float16, {_megabytes(folder / role):.2f} MB"),
     ]
-    if checkpoint is None:
-        rows += [("training", "none: the identity INN (the plain Haar lifting), see the notes"),
-                 ("quality", _quality(role, model_set, images))]
-    else:
-        rows += _training_rows(checkpoint) + [("quality", _quality(role, model_set, images)),
-                                              ("command", f"`{checkpoint['facts']['command']}`")]
+    untrained = [("training", "none: the identity INN (the plain Haar lifting), see the notes")]
+    rows += untrained if checkpoint is None else _training_rows(checkpoint)
+    rows.append(("quality", _quality(role, model_set, images)))
+    if checkpoint is not None:
+        rows.append(("command", f"`{checkpoint['facts']['command']}`"))
     if role in NOTES:
         rows.append(("notes", NOTES[role]))
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)

@@ -358,10 +358,9 @@ class Bundle:
         lines = [
             f"{self.path.name}: trt-restore bundle, format {m['format_version']}, {_format_size(self.path.stat().st_size)}",
             f"method {self.method}, model set {self.model_set}, precision {self.precision}, backend {backend}",
+            *(["model-set settings: " + ", ".join(f"{key} {value}" for key, value in self.settings.items())] if self.settings else []),
             "components:",
         ]
-        if self.settings:
-            lines.insert(2, "model-set settings: " + ", ".join(f"{key} {value}" for key, value in self.settings.items()))
         for name in self.components:
             spec = self.spec(name)
             entry = self._component(name)["entry"]
