@@ -49,8 +49,13 @@ LEVELS = {"pixel": 2, "latent": 1}
 
 
 def identity_inn(space: str, channels: int) -> WaveletINN:
-    """The INN that training starts from: the plain Haar lifting over ``channels`` (module docstring)."""
-    return WaveletINN(channels=channels, levels=LEVELS[space], steps=2, hidden=32, identity_init=True)
+    """The INN that training starts from: the plain Haar lifting over ``channels`` (module docstring).
+
+    Its hidden weights are drawn from a fixed seed, so packaging the identity INN gives the same file every time.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return WaveletINN(channels=channels, levels=LEVELS[space], steps=2, hidden=32, identity_init=True)
 
 
 def standard_operators(size: int, channels: int = 3) -> list[Operator]:

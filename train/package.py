@@ -237,6 +237,16 @@ def _training_rows(checkpoint: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def _settings_line(model_set: ModelSet) -> str:
+    """The header bullet listing the per-method settings the set carries (none: an empty string)."""
+    if not model_set.settings:
+        return ""
+    listed = "; ".join(f"{method}: " + ", ".join(f"{name} {value}" for name, value in values.items())
+                       for method, values in sorted(model_set.settings.items()))
+    return ("- Method settings tuned for these networks on the held-out images (`model_set.json`; they apply over each "
+            f"method's task defaults, and a caller's settings over them): {listed}.\n")
+
+
 def model_cards(model_set: ModelSet, checkpoints: dict[str, dict], folder: Path, kept: dict[str, str] | None = None) -> str:
     """The Markdown model cards of every role of ``model_set`` (written to ``README.md``); ``kept`` holds the
     cards of roles kept from an earlier set, by role."""
@@ -255,7 +265,8 @@ def model_cards(model_set: ModelSet, checkpoints: dict[str, dict], folder: Path,
         f"- Quality is measured on {', '.join(DEMO_IMAGES)} from scikit-image, which training never sees "
         "(the demo uses them too).\n"
         "- Rebuild: `trt-restore train all --workdir DIR` (or one component at a time, then `trt-restore train package`).\n"
-        f"- Training curves (the logged loss of each network trained for this version of the set): `{CURVES}`.\n\n"
+        f"- Training curves (the logged loss of each network trained for this version of the set): `{CURVES}`.\n"
+        f"{_settings_line(model_set)}\n"
         f"![training curves]({CURVES})\n"
     )
     sections = [kept[role] if role in kept else _card(role, model_set, checkpoints.get(ROLE_SOURCES[role]), folder, images)
