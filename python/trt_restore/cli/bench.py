@@ -30,7 +30,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                       help="where the samplers draw their noise: host (default) or device (as restore --noise)")
     what.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1,
                       help="torch threads and onnxruntime intra-op threads, the same for fairness (default: all cores)")
-    what.add_argument("--tile", type=positive_int, help="run the networks on tiles of this many pixels (default: whole images)")
+    what.add_argument("--tile", type=positive_int, help="run the networks on tiles of this many pixels (default: each backend's own, as restore)")
     what.add_argument("--memory-limit", type=float, metavar="GB",
                       help="CPU only: memory the runs may add; a run that needs more is listed as not measured "
                            "(default: 90%% of the memory available at the start; 0: no limit)")
