@@ -24,6 +24,7 @@ from trt_restore.errors import UserError
 from trt_restore.export.components import autoencoder_meta
 from trt_restore.export.model_sets import UNET_ROLES, ModelSet, default_models_folder
 from trt_restore.export.models import WEIGHT_FILES
+from trt_restore.pipelines.base import settings_text
 
 from .evaluation import EVAL_SIZE, EVAL_STEPS, autoencoder_quality, denoising_quality, held_out_images, inn_quality
 from .inn import identity_inn
@@ -248,8 +249,7 @@ def _settings_line(model_set: ModelSet) -> str:
     """The header bullet listing the per-method settings the set carries (none: an empty string)."""
     if not model_set.settings:
         return ""
-    listed = "; ".join(f"{method}: " + ", ".join(f"{name} {value}" for name, value in values.items())
-                       for method, values in sorted(model_set.settings.items()))
+    listed = "; ".join(f"{method}: {settings_text(values)}" for method, values in sorted(model_set.settings.items()))
     return ("- Method settings tuned for these networks on the held-out images (`model_set.json`; they apply over each "
             f"method's task defaults, and a caller's settings over them): {listed}.\n")
 

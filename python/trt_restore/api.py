@@ -115,7 +115,7 @@ def load_models(
 
     models = load_model_set(model_set, vae=vae)
     wrappers = {name: models.wrapper(name, method, group_stats=True) for name in components_for(method)}
-    tile = DEFAULT_TILES[backend if backend in ONNX_BACKENDS else "torch"] if tile is None else tile
+    tile = backend_tile(backend, tile)
     if backend in ONNX_BACKENDS:
         multiple = math.lcm(scale, *(w.spec.multiple for w in wrappers.values()))
         canvas = padded_size(image_size, multiple)
@@ -135,6 +135,11 @@ def load_models(
         inn_role = "inn_latent" if method == "indigo-latent" else "inn_pixel"
         trainable["inn"] = copy.deepcopy(models.network(inn_role)).to(next(iter(engines.values())).device)
     return method, Models(tiled(engines, tile), trainable, settings=models.settings.get(method))
+
+
+def backend_tile(backend: str, tile: int | None) -> int:
+    """``tile``, or the backend's default (:data:`DEFAULT_TILES`; torch's for the backends it lacks)."""
+    return DEFAULT_TILES[backend if backend in ONNX_BACKENDS else "torch"] if tile is None else tile
 
 
 def tiled(engines: dict, tile: int | None, largest: dict[str, int] | None = None) -> dict:

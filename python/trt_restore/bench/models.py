@@ -91,7 +91,7 @@ class ModelCache:
         """torch eager in fp16 (an fp16 copy with fp32 normalisations) or bf16 (autocast on the CPU)."""
         import torch
 
-        from ..api import DEFAULT_TILES, tiled
+        from ..api import backend_tile, tiled
         from ..export.precision import HalfPrecision
         from ..methods import components_for
         from ..pipelines import Models
@@ -102,8 +102,7 @@ class ModelCache:
             engines = {name: TorchEngine(w, w.spec, "cpu", autocast=torch.bfloat16) for name, w in wrappers.items()}
         else:
             engines = {name: TorchEngine(HalfPrecision(w, fused_attention=True), w.spec) for name, w in wrappers.items()}
-        tile = DEFAULT_TILES["torch"] if self.config.tile is None else self.config.tile  # as load_models
-        return Models(tiled(engines, tile), settings=self.model_set.settings.get(method))
+        return Models(tiled(engines, backend_tile("torch", self.config.tile)), settings=self.model_set.settings.get(method))
 
     def _from_bundle(self, method: str, variant: Variant, size: int, scale: int) -> Models:
         from ..api import load_models, padded_size

@@ -184,9 +184,12 @@ class TaskDefault:
 
     def settings_text(self, names: Sequence[str] | None = None) -> str:
         """``name value, …`` over ``names`` (default: every setting)."""
-        return ", ".join(
-            f"{name} {_plain(value)}" for name, value in self.settings.items() if names is None or name in names
-        )
+        return settings_text({name: value for name, value in self.settings.items() if names is None or name in names})
+
+
+def settings_text(settings: Mapping[str, Any]) -> str:
+    """Method settings as people write them: ``name value, …`` (``eta 0.95, steps 50``)."""
+    return ", ".join(f"{name} {_plain(value)}" for name, value in settings.items())
 
 
 def _plain(value: Any) -> str:

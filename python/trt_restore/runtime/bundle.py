@@ -30,6 +30,7 @@ import torch
 
 from ..errors import UserError
 from ..methods import BUNDLE_BACKENDS
+from ..pipelines.base import settings_text
 from ..specs import ComponentSpec, TensorSpec
 from .device import ScratchBuffer, compute_capability, resolve_device
 from .engine import Engine
@@ -358,7 +359,7 @@ class Bundle:
         lines = [
             f"{self.path.name}: trt-restore bundle, format {m['format_version']}, {_format_size(self.path.stat().st_size)}",
             f"method {self.method}, model set {self.model_set}, precision {self.precision}, backend {backend}",
-            *(["model-set settings: " + ", ".join(f"{key} {value}" for key, value in self.settings.items())] if self.settings else []),
+            *(["model-set settings: " + settings_text(self.settings)] if self.settings else []),
             "components:",
         ]
         for name in self.components:

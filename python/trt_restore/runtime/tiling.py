@@ -60,7 +60,8 @@ amplifies that error. The bundled encoder on Set5's bird (288 px, 256-pixel tile
 36 dB against the untiled encoder with two passes and 52 dB on each tile's own statistics, while
 LDM-SR and DDRM-LDM (``test_tiled_restoration_matches_untiled``) need them: with the autoencoder
 on its own statistics they fall from 40+ to 31 dB. With the untiled run's exact statistics the
-tiled decoder is at 61-64 dB, so the interface is right and the estimate is what falls short. ``test_the_tiled_encoder_matches_the_untiled_one_on_a_photo`` holds the case.
+tiled decoder is at 61-64 dB, so the interface is right and the estimate is what falls short.
+``test_the_tiled_encoder_matches_the_untiled_one_on_a_photo`` holds the case.
 
 Measured on the bundled models at 256×256 on 128-pixel tiles against untiled, five steps
 (``tests/test_tiling.py``, torch and onnxruntime alike): with statistics alone DDRM 37.9 dB
