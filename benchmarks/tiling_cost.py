@@ -7,8 +7,9 @@ For each bundled network (pixel UNet, SR UNet, autoencoder encoder and decoder) 
   ``restore`` runs images up to a tile);
 - ``per-tile``: the plain graph on ``--tile`` tiles, each normalised with its own statistics
   and attending over itself (tiling without the interface: the seams it had);
-- ``whole-image``: the same tiles in two passes, whole-image GroupNorm statistics and
-  attention context (``runtime/tiling.py``; the autoencoder gathers twice);
+- ``whole-image``: the same tiles with whole-image GroupNorm statistics and attention context
+  (``runtime/tiling.py``: the UNets gather once, the autoencoder until its statistics settle),
+  each call gathering anew, as each step of a loop does;
 - ``plain``: the plain graph untiled, so that ``untiled / plain`` is what the interface costs
   a call that needs no tiles.
 
@@ -67,7 +68,7 @@ def measure(backend: str, size: int, tile: int, repeats: int) -> dict:
             feeds = example(interface.spec, size)
 
             def whole_image():
-                tiled._last_statistics = None  # every call gathers anew, as each step of a loop does
+                tiled._remembered.clear()
                 tiled(**feeds)
 
             times = {
@@ -76,7 +77,7 @@ def measure(backend: str, size: int, tile: int, repeats: int) -> dict:
                 "per-tile": best_ms(lambda: TiledEngine(plain, *plan)(**feeds), repeats),
                 "whole-image": best_ms(whole_image, repeats),
             }
-            results[component] = {**times, "tile_runs_per_call": 1 + tiled.statistics_passes}
+            results[component] = {**times, "tile_runs_per_call": 1 + tiled.passes_run}
             print(f"{backend:<12}{component:<11}" + "".join(f"{k} {v:8.0f} ms  " for k, v in times.items()), flush=True)
     return results
 

@@ -190,7 +190,7 @@ class GroupStats(Component):
         spec = component.spec
         divisor = finest_divisor(spec)
         grid = ("B", 1) + tuple(d if divisor == 1 else f"{d}/{divisor}" for d in ("H", "W"))
-        groups, blocks = self._dry_run(component, grid)
+        groups, layers, blocks = self._dry_run(component, grid)
         stats = ("B", 3, groups)
         context_inputs, context_outputs = [], []
         for index, (channels, block_divisor) in enumerate(blocks):
@@ -206,20 +206,26 @@ class GroupStats(Component):
             (*spec.inputs, TensorSpec(GROUP_STATS_INPUT, stats), TensorSpec(STATS_WEIGHT_INPUT, grid), *context_inputs),
             (*spec.outputs, TensorSpec(TILE_STATS_OUTPUT, stats), *context_outputs),
             spec.multiple,
-            {**spec.meta, "group_stats": groups, **({"context_tokens": CONTEXT_TOKENS} if blocks else {})},
+            {
+                **spec.meta,
+                "group_stats": groups,
+                "statistics_depth": layers + len(blocks),
+                **({"context_tokens": CONTEXT_TOKENS} if blocks else {}),
+            },
         )
         self.attention_blocks = len(blocks)
 
-    def _dry_run(self, component: Component, grid: tuple) -> tuple[int, list[tuple[int, int]]]:
-        """How many groups the component's GroupNorms normalise in one call, and each attention
-        block's (channels, divisor of its grid): a dry run at its smallest size."""
+    def _dry_run(self, component: Component, grid: tuple) -> tuple[int, int, list[tuple[int, int]]]:
+        """How many groups the component's GroupNorms normalise in one call, how many GroupNorm
+        calls that takes, and each attention block's (channels, divisor of its grid): a dry run at
+        its smallest size."""
         size = component.spec.multiple
         bound = sum(m.num_groups for m in component.modules() if isinstance(m, StatsGroupNorm))
         weight = torch.ones(TensorSpec(STATS_WEIGHT_INPUT, grid).resolve({"B": 1, "H": size, "W": size}))
         with torch.no_grad(), self.context.running(torch.zeros(1, 3, bound), weight):
             component(*component.example_inputs(1, size, size))
             blocks = [(f.shape[1], size // f.shape[-2]) for f in self.context.reported_context]
-            return self.context.offset, blocks
+            return self.context.offset, len(self.context.collected), blocks
 
     def example_inputs(self, batch: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
         """The component's example inputs, no given statistics (``n = 0``), unit weights and no

@@ -1,5 +1,6 @@
-"""Whole-image GroupNorm statistics for tiled runs: exact combination over tiles, the same two passes
-on exported graphs (onnxruntime), and the decoder VJP at the decoder's statistics."""
+"""Whole-image GroupNorm statistics for tiled runs: exact combination over tiles, the gathering
+passes until they settle, the same two passes on exported graphs (onnxruntime), and the decoder VJP
+at the decoder's statistics."""
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from trt_restore.export.group_stats import GroupStats
 from trt_restore.export.model_sets import load_model_set
 from trt_restore.export.onnx_export import export_component
 from trt_restore.runtime.onnxruntime_backend import OnnxRuntimeEngine
-from trt_restore.runtime.tiling import TiledEngine, combine_stats, tile_for, whole
+from trt_restore.runtime.tiling import TiledEngine, combine_stats, statistics_passes, tile_for, whole
 from trt_restore.runtime.torch_backend import TorchEngine
 from trt_restore.specs import ComponentSpec, TensorSpec, without_group_stats
 
@@ -24,6 +25,28 @@ class PointwiseNorm(Component):
         self.net = nn.Sequential(nn.Conv2d(3, 8, 1), nn.GroupNorm(4, 8), nn.SiLU(), nn.Conv2d(8, 3, 1))
         self.spec = ComponentSpec(
             "filter", (TensorSpec("image", ("B", 3, "H", "W")),), (TensorSpec("out", ("B", 3, "H", "W")),), multiple=8
+        )
+
+    def forward(self, image):
+        return self.net(image)
+
+
+class PointwiseStack(Component):
+    """Three stages of a 1×1 convolution, a GroupNorm and a SiLU, then a 1×1 convolution: per-pixel
+    but for the GroupNorms, each of whose statistics depends on the ones before; the convolutions'
+    biases give the features large means, as an autoencoder's have."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        layers = []
+        for channels in (3, 8, 8):
+            conv = nn.Conv2d(channels, 8, 1)
+            nn.init.constant_(conv.bias, 5.0)
+            layers += [conv, nn.GroupNorm(4, 8), nn.SiLU()]
+        self.net = nn.Sequential(*layers, nn.Conv2d(8, 3, 1))
+        self.spec = ComponentSpec(
+            "decoder", (TensorSpec("image", ("B", 3, "H", "W")),), (TensorSpec("out", ("B", 3, "H", "W")),), multiple=8
         )
 
     def forward(self, image):
@@ -57,6 +80,24 @@ def test_tiled_groupnorm_with_whole_image_statistics_matches_the_untiled_network
     assert torch.allclose(tiled(image=image)["out"], full, atol=1e-4)
     own = TiledEngine(TorchEngine(PointwiseNorm(), PointwiseNorm().spec), (64, 64), 16)(image=image)["out"]
     assert (own - full).abs().max() > 0.1  # each tile's own statistics: visibly off
+
+
+def test_the_autoencoder_gathers_until_its_statistics_settle_and_then_matches_the_untiled_network():
+    """Pass k makes the k-th GroupNorm's statistics exact: one pass leaves the deeper ones off, the
+    autoencoder's passes (one per GroupNorm) make the tiled run the untiled one."""
+    wrapper = GroupStats(PointwiseStack())
+    engine = TorchEngine(wrapper, wrapper.spec)
+    assert wrapper.spec.meta["statistics_depth"] == 3 and statistics_passes(wrapper.spec) == 3
+    image = uneven_image()
+    full = whole(engine)(image=image)["out"]
+    once = TiledEngine(engine, (64, 64), 16)(image=image)["out"]
+    assert (once - full).abs().max() > 1e-2
+    settling = TiledEngine(engine, (64, 64), 16, statistics_passes=statistics_passes(wrapper.spec))
+    assert torch.allclose(settling(image=image)["out"], full, atol=1e-4)
+    assert settling.passes_run == 3
+    settling.statistics_passes = 10
+    settling(image=image + 1e-3)  # new inputs: gathered anew, and a fourth pass finds nothing moved
+    assert settling.passes_run == 4
 
 
 @pytest.mark.parametrize("component, method", [("decoder", "reld"), ("pixel_unet", "ddrm")])

@@ -129,22 +129,20 @@ def test_latent_unets_run_on_wider_tiles_within_a_bundles_profile():
     assert tiled(inner, 128, {"sr_unet": 160})["sr_unet"].tile == (160, 160)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: for the autoencoder, pass-1 whole-image statistics are worse than each tile's own "
-    "(the bundled encoder on 256-pixel tiles decodes at 36 dB against the untiled encoder; 52 dB on its own statistics)",
-)
-def test_the_tiled_encoder_matches_the_untiled_one_on_a_photo(data_path):
-    """Set5's bird (288×288) encoded on onnxruntime's default 256-pixel tiles, decoded whole: ≥ 40 dB
-    against the untiled encoder's latent decoded the same way."""
+def test_the_tiled_autoencoder_matches_the_untiled_one_on_a_photo(data_path):
+    """Set5's bird (288×288) on onnxruntime's default 256-pixel tiles, where the autoencoder's
+    features have large means and one statistics pass falls short (36 dB): encoded tiled and decoded
+    whole, and encoded whole and decoded tiled, each ≥ 55 dB against the untiled autoencoder."""
     from trt_restore.api import DEFAULT_TILES
     from trt_restore.io import read_image
 
     photo = read_image(data_path("test/Set5") / "bird.png").data[None]
     _, whole = load_models("reld", backend="torch", tile=1024)
     _, tiled = load_models("reld", backend="torch", tile=DEFAULT_TILES["onnxruntime"])
-    assert isinstance(tiled.engines["encoder"], TiledEngine)
-    reference = whole.call("decoder", latent=whole.call("encoder", image=photo)).clamp(0, 1)
-    restored = whole.call("decoder", latent=tiled.call("encoder", image=photo)).clamp(0, 1)
-    print(f"tiled encoder vs untiled: {psnr(reference, restored):.1f} dB")
-    assert psnr(reference, restored) >= 40
+    assert isinstance(tiled.engines["encoder"], TiledEngine) and isinstance(tiled.engines["decoder"], TiledEngine)
+    latent = whole.call("encoder", image=photo)
+    reference = whole.call("decoder", latent=latent).clamp(0, 1)
+    encoded_tiled = whole.call("decoder", latent=tiled.call("encoder", image=photo)).clamp(0, 1)
+    decoded_tiled = tiled.call("decoder", latent=latent).clamp(0, 1)
+    print(f"tiled vs untiled: encoder {psnr(reference, encoded_tiled):.1f} dB, decoder {psnr(reference, decoded_tiled):.1f} dB")
+    assert psnr(reference, encoded_tiled) >= 55 and psnr(reference, decoded_tiled) >= 55

@@ -45,30 +45,27 @@ feature map out) run in two passes, on every backend alike:
    over the tile and the context outside it.
 
 Pass 1 is exact for the first GroupNorm and approximate after it (the layers before see
-tile statistics and tile-only attention). ``statistics_passes = 2`` runs pass 1 again under
-the first one's statistics and context, which makes every layer one step more exact; the
-autoencoder gets it (:func:`statistics_passes`). Cost: a tiled call runs every tile
-``1 + statistics_passes`` times (``benchmarks/tiling_cost.py``: 1.8-2.5× plain per-tile
-tiling for the UNets, 2.9-4.4× for the autoencoder); peak memory grows by the attention
-feature maps (``C·h·w`` floats per block on its grid) and up to ``M`` more keys per query.
-Untiled runs give the same graph one dropped context token (0.84-1.20× the plain network's
-time, within the noise of that measurement).
-
-Known limit: pass 1 estimates the deeper GroupNorms' statistics from layers that ran on tile
-statistics, and an autoencoder whose features have large means (|μ| up to ~95 against σ ~0.6)
-amplifies that error. The bundled encoder on Set5's bird (288 px, 256-pixel tiles) decodes at
-36 dB against the untiled encoder with two passes and 52 dB on each tile's own statistics, while
-LDM-SR and DDRM-LDM (``test_tiled_restoration_matches_untiled``) need them: with the autoencoder
-on its own statistics they fall from 40+ to 31 dB. With the untiled run's exact statistics the
-tiled decoder is at 61-64 dB, so the interface is right and the estimate is what falls short.
-``test_the_tiled_encoder_matches_the_untiled_one_on_a_photo`` holds the case.
+tile statistics and tile-only attention). Gathering again under the last gathering's
+statistics and context makes one more layer exact: after ``k`` gatherings the first ``k``
+GroupNorms and attention blocks are, so the gathering has a fixed point, the untiled
+network's, reached within ``meta["statistics_depth"]`` gatherings (the graph's GroupNorm
+calls and attention blocks). The autoencoder gathers until a gathering reproduces what it ran
+under (:func:`settled`; :func:`statistics_passes`). Fewer do not do: its features have large
+means (|μ| up to ~95 against σ ~0.6) that amplify the deeper layers' error, and on the way
+the error can grow. A newly trained decoder on Set5's bird (288 px, 256-pixel tiles) against
+the untiled one: 1 gathering 37 dB, 2 24, 3 16, 10 44, settled after 14 of its 19: 64 dB; its
+encoder, decoded whole, settles after 12 of 13 at 68 dB (the bundled autoencoder: 61 and
+65 dB after 10 and 11). The UNets, which run at every step, gather once. Cost: a tiled call
+runs every tile ``1 + passes`` times (``benchmarks/tiling_cost.py``).
 
 Measured on the bundled models at 256×256 on 128-pixel tiles against untiled, five steps
 (``tests/test_tiling.py``, torch and onnxruntime alike): with statistics alone DDRM 37.9 dB
-and DDRM-LDM 38.5; with the attention context as well DDRM 41.8 and DDRM-LDM 39.4, and 47.4
-with the autoencoder's second gathering pass (a second pass on the pixel UNet gave 40.1, a
-third 42.8: not worth its time). Exact context (the untiled run's feature maps) with pass-1
-statistics gives DDRM 40.8; with exact statistics as well 63.1.
+and DDRM-LDM 38.5; with the attention context as well DDRM 41.8 and DDRM-LDM 39.4. Exact
+context (the untiled run's feature maps) with pass-1 statistics gives DDRM 40.8; with exact
+statistics as well 63.1. Peak memory grows by the attention feature maps (``C·h·w`` floats
+per block on its grid) and up to ``M`` more keys per query. Untiled runs give the same graph
+one dropped context token (0.84-1.20× the plain network's time, within the noise of that
+measurement).
 
 The decoder VJP takes pass 1 from the decoder (same tiles, remembered for the last latent)
 and is the adjoint of the tiled decoder at those frozen statistics and context.
@@ -187,6 +184,26 @@ class WholeImage:
     contexts: tuple[PooledContext, ...] | None = None  # None: every tile attends over itself only
 
 
+SETTLED_TOLERANCE = 1e-3
+"""A pass has settled when no group's mean moves by more than this many standard deviations, no
+variance by more than this fraction and no context value by more than this fraction of the largest."""
+
+
+def settled(given: WholeImage, gathered: WholeImage) -> bool:
+    """Whether a statistics pass reproduced, within :data:`SETTLED_TOLERANCE`, the statistics and
+    context it ran under: their fixed point, which is the untiled network's."""
+    (given_n, given_mean, given_var), (n, mean, var) = given.stats.unbind(1), gathered.stats.unbind(1)
+    scale = var.clamp_min(1e-12)
+    if not torch.equal(given_n, n) or bool(((mean - given_mean) ** 2 > SETTLED_TOLERANCE**2 * scale).any()):
+        return False
+    if bool(((var - given_var).abs() > SETTLED_TOLERANCE * scale).any()):
+        return False
+    return all(
+        bool((new.values - old.values).abs().max() <= SETTLED_TOLERANCE * new.values.abs().max())
+        for old, new in zip(given.contexts or (), gathered.contexts or (), strict=True)
+    )
+
+
 def static_context_tokens(spec: ComponentSpec) -> int | None:
     """The fixed context-token count ``M`` of a graph with static shapes; ``None`` where ``M`` is dynamic (or absent)."""
     count = next((t.shape[-1] for t in spec.inputs if t.name == attention_context_names(0)[0]), None)
@@ -251,8 +268,9 @@ class TiledEngine(Engine):
     """``inner`` on overlapping ``tile``-sized pieces when the image is larger (or the graph is static).
 
     When ``inner`` takes whole-image GroupNorm statistics (:func:`~trt_restore.specs.has_group_stats`),
-    a tiled call makes two passes: :meth:`statistics` runs every tile ``statistics_passes``
-    times to gather them and the attention blocks' context, then the tiles run again with them.
+    a tiled call makes two passes: :meth:`statistics` runs every tile up to ``statistics_passes``
+    times to gather them and the attention blocks' context (stopping once they settle), then the
+    tiles run again with them.
     ``statistics_from`` takes pass 1 from another engine with the same tiles and GroupNorms
     (the decoder VJP from the decoder), which remembers the result for its last inputs.
     """
@@ -277,6 +295,7 @@ class TiledEngine(Engine):
         self.untiled = whole(inner)
         self.statistics_source = statistics_from or self
         self.statistics_passes = statistics_passes
+        self.passes_run = 0  # by the last gathering
         self._remembered: deque[tuple[dict[str, torch.Tensor], WholeImage]] = deque(maxlen=REMEMBERED_STATISTICS)
         self.divisors = spatial_divisors(inner.spec)
         self.static = all(isinstance(d, int) for t in inner.spec.inputs for d in t.shape)
@@ -353,7 +372,8 @@ class TiledEngine(Engine):
     def statistics(self, **inputs: torch.Tensor) -> WholeImage:
         """Pass 1: the whole image's GroupNorm ``(n, μ, v)`` (B, 3, G) from every tile
         normalised with its own (:func:`combine_stats`), and each attention block's feature map
-        from the tiles' maps weighted by the pixels they own; remembered for the last
+        from the tiles' maps weighted by the pixels they own, gathered again under the last
+        gathering's until they settle or ``statistics_passes`` ran; remembered for the last
         :data:`REMEMBERED_STATISTICS` inputs."""
         for last, stats in () if capturing() else self._remembered:  # comparing waits for the GPU
             if last.keys() == inputs.keys() and all(
@@ -363,9 +383,12 @@ class TiledEngine(Engine):
         height, width = self._image_size(inputs)
         batch = next(iter(inputs.values())).shape[0]
         zeros = torch.zeros(batch, 3, self.inner.spec.meta["group_stats"], device=self.device)
-        whole_image = WholeImage(zeros)
-        for _ in range(self.statistics_passes):
-            whole_image = self._gather(inputs, height, width, whole_image)
+        whole_image, self.passes_run = WholeImage(zeros), 0
+        while self.passes_run < self.statistics_passes:
+            given, whole_image = whole_image, self._gather(inputs, height, width, whole_image)
+            self.passes_run += 1
+            if not capturing() and settled(given, whole_image):  # a captured graph runs every pass
+                break
         self._remembered.append(({k: v.detach().clone() for k, v in inputs.items()}, whole_image))
         return whole_image
 
@@ -457,10 +480,14 @@ class TiledEngine(Engine):
 
 
 def statistics_passes(spec: ComponentSpec) -> int:
-    """How many times pass 1 runs for a component: twice for the autoencoder, whose GroupNorms
-    see the photo's own statistics (DDRM-LDM tiled vs untiled 39.4 → 47.4 dB), once for the
-    UNets (the pixel UNet's second pass gained nothing: 41.8 → 40.1 dB on DDRM)."""
-    return 2 if spec.name in ("encoder", "decoder") else 1
+    """At most how many times pass 1 runs for a component. The autoencoder gathers until its
+    statistics settle, which takes at most one pass per GroupNorm and attention block in its
+    graph (``meta["statistics_depth"]``; bounded by the group count in graphs exported without
+    it); the UNets, which run at every step, gather once (DDRM tiled vs untiled 41.8 dB; a
+    second pass on the pixel UNet gave 40.1)."""
+    if spec.name not in ("encoder", "decoder"):
+        return 1
+    return spec.meta.get("statistics_depth", spec.meta["group_stats"])
 
 
 def tile_for(spec: ComponentSpec, tile: int | None, overlap_fraction: float = 0.25) -> tuple[tuple[int, int], int] | None:
