@@ -76,6 +76,11 @@ class Models:
                 f"these models have no '{component}' component; build or load a model set that includes it"
             ) from None
 
+    def statistics_of(self, component: str, **inputs: torch.Tensor):
+        """A block in which a tiled ``component`` runs at the whole-image statistics of ``inputs``
+        (:meth:`~trt_restore.runtime.engine.Engine.statistics_of`)."""
+        return self.engine(component).statistics_of(**inputs)
+
     def call(self, component: str, **inputs: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         """Run one component; returns its only output, or the dict of outputs when it has several.
 

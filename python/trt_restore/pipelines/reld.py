@@ -122,15 +122,17 @@ class RELD(Pipeline):
         return v - eta * (lam * (v - self.denoise(v, level, noise)) + mu * data_grad)
 
     def decoder_curvature(self, v, noise, iterations: int = 4, epsilon: float = 1e-3) -> float:
-        """``‖J_Dᵀ J_D‖`` at v by power iteration: ``u ← J_Dᵀ J_D u / ‖·‖``."""
+        """``‖J_Dᵀ J_D‖`` at v by power iteration: ``u ← J_Dᵀ J_D u / ‖·‖``. A tiled decoder's
+        ``J_D u`` is taken at its statistics at v, as its VJP is."""
         decoded = self.models.call("decoder", latent=v)
         u = noise.like(v)
         estimate = 1.0
-        for _ in range(iterations):
-            u = u / u.norm()
-            jvp = (self.models.call("decoder", latent=v + epsilon * u) - decoded) / epsilon
-            u = self.models.call("decoder_vjp", latent=v, cotangent=jvp)
-            estimate = float(u.norm())
+        with self.models.statistics_of("decoder", latent=v):
+            for _ in range(iterations):
+                u = u / u.norm()
+                jvp = (self.models.call("decoder", latent=v + epsilon * u) - decoded) / epsilon
+                u = self.models.call("decoder_vjp", latent=v, cotangent=jvp)
+                estimate = float(u.norm())
         return estimate
 
     def denoise(self, v, level: int, noise):

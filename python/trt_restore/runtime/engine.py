@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import ClassVar
 
 import torch
@@ -83,6 +84,12 @@ class Engine(ABC):
     @abstractmethod
     def _release(self) -> None:
         """Drop what the backend holds (called once, by :meth:`close`)."""
+
+    def statistics_of(self, **inputs: torch.Tensor) -> AbstractContextManager:
+        """A block in which a tiled engine normalises every call with the whole-image statistics
+        (and attention context) of ``inputs``; an engine that runs whole images, each with its
+        own statistics, is unaffected (:class:`~.tiling.TiledEngine` overrides it)."""
+        return nullcontext()
 
     def check_open(self) -> None:
         """A :class:`UserError` once the engine is closed."""

@@ -79,6 +79,8 @@ to that size runs whole. Images up to ``tile`` run whole, so the default tiles
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -100,8 +102,8 @@ from .engine import Engine
 from .graphs import capturing
 
 REMEMBERED_STATISTICS = 2
-"""Inputs whose pass 1 a tiled engine remembers: RELD's curvature estimate alternates between the
-decoder at ``v + εu`` and its VJP at ``v``, which takes the decoder's pass 1 at ``v``."""
+"""Inputs whose pass 1 a tiled engine remembers: the decoder VJP at ``v`` takes the decoder's pass 1
+at ``v`` even when a decoder call at another latent came between."""
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -296,6 +298,7 @@ class TiledEngine(Engine):
         self.statistics_source = statistics_from or self
         self.statistics_passes = statistics_passes
         self.passes_run = 0  # by the last gathering
+        self._statistics_inputs: dict[str, torch.Tensor] | None = None  # set by statistics_of
         self._remembered: deque[tuple[dict[str, torch.Tensor], WholeImage]] = deque(maxlen=REMEMBERED_STATISTICS)
         self.divisors = spatial_divisors(inner.spec)
         self.static = all(isinstance(d, int) for t in inner.spec.inputs for d in t.shape)
@@ -323,6 +326,17 @@ class TiledEngine(Engine):
 
     def _release(self) -> None:
         self.inner.close()
+
+    @contextmanager
+    def statistics_of(self, **inputs: torch.Tensor) -> Iterator[None]:
+        """Tiled calls in the block run at the statistics of ``inputs`` (remembered when they were
+        just gathered): a finite difference ``(D(z + εu) − D(z))/ε`` in the block is ``J_D u`` at
+        the frozen statistics, the Jacobian whose adjoint the decoder VJP is."""
+        self._statistics_inputs = inputs
+        try:
+            yield
+        finally:
+            self._statistics_inputs = None
 
     def _image_size(self, inputs) -> tuple[int, int]:
         for tensor in self.spec.inputs:
@@ -423,8 +437,8 @@ class TiledEngine(Engine):
             batch = next(iter(inputs.values())).shape[0]
             whole_image = WholeImage(torch.zeros(batch, 3, self.inner.spec.meta["group_stats"], device=self.device))
         elif self.group_stats:
-            source = self.statistics_source
-            whole_image = source.statistics(**{t.name: inputs[t.name] for t in source.spec.inputs})
+            source, given = self.statistics_source, self._statistics_inputs or inputs
+            whole_image = source.statistics(**{t.name: given[t.name] for t in source.spec.inputs})
         inputs = {name: self._pad(name, value, canvas_h, canvas_w) for name, value in inputs.items()}
         outputs: dict[str, torch.Tensor] = {}
         totals: dict[str, torch.Tensor] = {}
