@@ -19,6 +19,19 @@ def test_readme_task_defaults_are_the_methods_tables():
     )
 
 
+def test_readme_bundled_settings_are_the_model_sets():
+    from trt_restore.export.model_sets import load_model_set
+    from trt_restore.pipelines.base import settings_text
+
+    text = README.read_text(encoding="utf-8")
+    fragment = re.search(r"<!-- bundled-settings: begin -->\n(.*?)<!-- bundled-settings: end -->", text, re.S)
+    assert fragment, "README.md lost its bundled-settings markers"
+    rows = [f"| `{method}` | {settings_text(settings)} |" for method, settings in load_model_set("bundled").settings.items()]
+    assert rows and fragment.group(1) == "\n".join(["| method | settings |", "| --- | --- |", *rows]) + "\n", (
+        "README.md's bundled settings differ from models/model_set.json"
+    )
+
+
 def test_restore_help_shows_every_per_task_default(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "10000")  # one line per flag: argparse wraps at hyphens otherwise
     assert main(["restore", "--help"]) == 0
