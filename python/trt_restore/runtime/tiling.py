@@ -52,10 +52,10 @@ network's, reached within ``meta["statistics_depth"]`` gatherings (the graph's G
 calls and attention blocks). The autoencoder gathers until a gathering reproduces what it ran
 under (:func:`settled`; :func:`statistics_passes`). Fewer do not do: its features have large
 means (|μ| up to ~95 against σ ~0.6) that amplify the deeper layers' error, and on the way
-the error can grow. A newly trained decoder on Set5's bird (288 px, 256-pixel tiles) against
+the error can grow. The bundled decoder on Set5's bird (288 px, 256-pixel tiles) against
 the untiled one: 1 gathering 37 dB, 2 24, 3 16, 10 44, settled after 14 of its 19: 64 dB; its
-encoder, decoded whole, settles after 12 of 13 at 68 dB (the bundled autoencoder: 61 and
-65 dB after 10 and 11). The UNets, which run at every step, gather once. Cost: a tiled call
+encoder, decoded whole, settles after 12 of 13 at 68 dB (the previous, 4-channel autoencoder:
+61 and 65 dB after 10 and 11). The UNets, which run at every step, gather once. Cost: a tiled call
 runs every tile ``1 + passes`` times (``benchmarks/tiling_cost.py``).
 
 Measured on the bundled models at 256×256 on 128-pixel tiles against untiled, five steps
