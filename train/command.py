@@ -46,6 +46,9 @@ class TrainSettings:
     """AdamW learning rate."""
     crop: int | None = None
     """Training crop size in pixels."""
+    bank_size: int | None = None
+    """Crops cut once and drawn from at every step (default: the latent UNets' :data:`.diffusion.BANK_SIZE`,
+    fresh crops for the others); only the diffusion UNets use a bank."""
     arch: str = "small"
     """Network size, one of :data:`ARCHITECTURES`: small (bundled) or tiny (smoke tests)."""
     data: str = DEFAULT_DATA
@@ -81,13 +84,13 @@ def _task(component: str, settings: TrainSettings, sources: list[str], crop: int
     from .diffusion import BANK_SIZE, LatentDiffusionTask, PixelDiffusionTask, SRDiffusionTask
 
     if component == "pixel_unet":
-        return PixelDiffusionTask(sources, settings.arch, crop)
+        return PixelDiffusionTask(sources, settings.arch, crop, bank_size=settings.bank_size)
     latent_task = LatentDiffusionTask if component == "unet" else SRDiffusionTask
-    bank = BANK_SIZE if settings.steps is None else min(BANK_SIZE, settings.steps * batch)  # no more crops than a run draws
+    bank = settings.bank_size or (BANK_SIZE if settings.steps is None else min(BANK_SIZE, settings.steps * batch))  # no more crops than a run draws
     return latent_task(settings.workdir, sources, settings.arch, crop, bank_size=bank)
 
 
-def _command(component: str, settings: TrainSettings, minutes: float | None, batch: int, lr: float, crop: int) -> str:
+def _command(component: str, settings: TrainSettings, minutes: float | None, batch: int, lr: float, crop: int, device) -> str:
     """The canonical command line of a run, for the model card."""
     words = ["trt-restore", "train", component]
     if minutes is not None:
@@ -95,7 +98,9 @@ def _command(component: str, settings: TrainSettings, minutes: float | None, bat
     if settings.steps is not None:
         words += ["--steps", str(settings.steps)]
     words += ["--batch-size", str(batch), "--lr", f"{lr:g}", "--crop", str(crop), "--arch", settings.arch, "--data", settings.data]
-    words += ["--threads", str(settings.threads)]
+    if settings.bank_size is not None:
+        words += ["--bank-size", str(settings.bank_size)]
+    words += ["--device", str(device), "--threads", str(settings.threads)]
     return shlex.join(words)
 
 
@@ -112,6 +117,7 @@ def train_component(component: str, settings: TrainSettings, minutes: float | No
     if minutes is None and settings.steps is None:
         minutes = defaults.minutes
     sources = [source.strip() for source in settings.data.split(",") if source.strip()]
+    device = _device(settings.device)
     options = RunOptions(
         workdir=settings.workdir,
         steps=settings.steps,
@@ -119,10 +125,10 @@ def train_component(component: str, settings: TrainSettings, minutes: float | No
         batch_size=batch,
         lr=lr,
         seed=settings.seed,
-        device=_device(settings.device),
+        device=device,
         ema_decay=settings.ema_decay,
         log_every=settings.log_every,
-        command=_command(component, settings, minutes, batch, lr, crop),
+        command=_command(component, settings, minutes, batch, lr, crop, device),
     )
     run = TrainingRun(_task(component, settings, sources, crop, batch), options)
     if run.resume():

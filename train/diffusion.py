@@ -18,6 +18,10 @@ downsampling by the autoencoder's factor, ``σ ~ U[0, σ_max]``, clamped to [0, 
 latent's size. ``x₀`` is the scaled latent ``E(x)`` of a crop for the latent UNets and the
 crop in the DDPM range ``2x − 1`` for the pixel UNet. The noise schedules are those of
 the public models each role stands in for (``model_sets``).
+
+The latent UNets draw their crops from a fixed bank (``bank_size`` crops, encoded once:
+the encoder stays out of the step). The pixel UNet cuts fresh crops every step unless a
+bank size is given; on a GPU a bank keeps the CPU's crop cutting out of the step.
 """
 
 from __future__ import annotations
@@ -62,27 +66,37 @@ def small_unet(in_channels: int, out_channels: int, widths: tuple[int, int, int]
     )
 
 
-class LatentBank:
-    """A fixed set of augmented crops (uint8) and their scaled latents ``E(x)``, drawn from in batches."""
+def gaussian_noise(shape: torch.Size, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Standard normal noise drawn on ``device`` from a seed that the (CPU) ``generator`` draws, so a
+    resumed run repeats it and no large tensor crosses from the CPU to a GPU at every step."""
+    seed = int(torch.randint(2**62, (), generator=generator))
+    return torch.randn(shape, generator=torch.Generator(device).manual_seed(seed), device=device)
 
-    def __init__(self, images: torch.Tensor, latents: torch.Tensor):
+
+class CropBank:
+    """A fixed set of augmented crops (uint8 on the training device) and, when an encoder is
+    given, their scaled latents ``E(x)``; drawn from in batches."""
+
+    def __init__(self, images: torch.Tensor, latents: torch.Tensor | None = None):
         self.images, self.latents = images, latents
 
     @classmethod
     @torch.no_grad()
-    def build(cls, encoder: Encoder, sampler: CropSampler, count: int, generator: torch.Generator, device: torch.device):
-        encoder = encoder.to(device)
+    def build(cls, sampler: CropSampler, count: int, generator: torch.Generator, device: torch.device,
+              encoder: Encoder | None = None):
+        encoder = encoder.to(device) if encoder is not None else None
         images, latents = [], []
         for start in range(0, count, 32):
             crops = sampler.batch(min(32, count - start), generator)
             images.append((crops * 255).round().to(torch.uint8).to(device))
-            latents.append(encoder(images[-1].float() / 255))
-        return cls(torch.cat(images), torch.cat(latents))
+            if encoder is not None:
+                latents.append(encoder(images[-1].float() / 255))
+        return cls(torch.cat(images), torch.cat(latents) if encoder is not None else None)
 
-    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``size`` random entries: images in [0, 1] and their latents."""
-        index = torch.randint(len(self.latents), (size,), generator=generator).to(self.latents.device)
-        return self.images[index].float() / 255, self.latents[index]
+    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``size`` random entries: images in [0, 1] and their latents (None without an encoder)."""
+        index = torch.randint(len(self.images), (size,), generator=generator).to(self.images.device)
+        return self.images[index].float() / 255, None if self.latents is None else self.latents[index]
 
 
 class DiffusionTask:
@@ -92,8 +106,10 @@ class DiffusionTask:
     name: str
     schedule_meta: dict
 
-    def __init__(self, sources: list[str], arch: str, crop: int, min_scale: float = MIN_SCALE):
-        self.sources, self.arch, self.crop, self.min_scale = sources, arch, crop, min_scale
+    def __init__(self, sources: list[str], arch: str, crop: int, min_scale: float = MIN_SCALE, bank_size: int | None = None):
+        if bank_size is not None and bank_size < 1:
+            raise UserError(f"--bank-size must be at least 1, got {bank_size}")
+        self.sources, self.arch, self.crop, self.min_scale, self.bank_size = sources, arch, crop, min_scale, bank_size
         self.device = torch.device("cpu")
         self.alphas_cumprod = NoiseSchedule.from_config(self.schedule_meta).alphas_cumprod.float()
         self.data = ""
@@ -112,7 +128,7 @@ class DiffusionTask:
     def loss(self, model: UNet2DModel, batch_size: int, generator: torch.Generator):
         x0, condition = self.clean_batch(batch_size, generator)
         steps = torch.randint(len(self.alphas_cumprod), (batch_size,), generator=generator).to(self.device)
-        noise = torch.randn(x0.shape, generator=generator).to(self.device)
+        noise = gaussian_noise(x0.shape, generator, self.device)
         alpha = self.alphas_cumprod[steps].view(-1, 1, 1, 1)
         noisy = alpha.sqrt() * x0 + (1 - alpha).sqrt() * noise
         inputs = noisy if condition is None else torch.cat((noisy, condition), dim=1)
@@ -126,7 +142,8 @@ class DiffusionTask:
         """Nothing to adjust: the schedule travels with the model set."""
 
     def describe(self) -> dict[str, Any]:
-        return {"data": self.data, "crop": self.crop, "min_scale": self.min_scale, "schedule": self.schedule_meta}
+        bank = {} if self.bank_size is None else {"bank": self.bank_size}
+        return {"data": self.data, "crop": self.crop, "min_scale": self.min_scale, **bank, "schedule": self.schedule_meta}
 
 
 class PixelDiffusionTask(DiffusionTask):
@@ -138,8 +155,13 @@ class PixelDiffusionTask(DiffusionTask):
     def build_model(self) -> UNet2DModel:
         return small_unet(3, 3, PIXEL_CHANNELS, attention=False) if self.arch == "small" else tiny_pixel_unet(3, seed=4)
 
+    def prepare(self, device, generator):
+        super().prepare(device, generator)
+        self.bank = None if self.bank_size is None else CropBank.build(self.sampler, self.bank_size, generator, device)
+
     def clean_batch(self, size, generator):
-        return 2 * self.sampler.batch(size, generator).to(self.device) - 1, None
+        crops = self.sampler.batch(size, generator).to(self.device) if self.bank is None else self.bank.batch(size, generator)[0]
+        return 2 * crops - 1, None
 
 
 class _LatentTask(DiffusionTask):
@@ -151,15 +173,14 @@ class _LatentTask(DiffusionTask):
         self.latent_channels, self.factor = meta["latent_channels"], meta["downsample"]
         if crop % self.factor:
             raise UserError(f"--crop must be a multiple of the autoencoder's factor {self.factor}, got {crop}")
-        self.bank_size = bank_size
-        super().__init__(sources, arch, crop, min_scale)
+        super().__init__(sources, arch, crop, min_scale, bank_size)
 
     def prepare(self, device, generator):
         super().prepare(device, generator)
-        self.bank = LatentBank.build(Encoder(self.vae), self.sampler, self.bank_size, generator, device)
+        self.bank = CropBank.build(self.sampler, self.bank_size, generator, device, Encoder(self.vae))
 
     def describe(self):
-        return {**super().describe(), "bank": self.bank_size, "latent_size": self.crop // self.factor}
+        return {**super().describe(), "latent_size": self.crop // self.factor}
 
 
 class LatentDiffusionTask(_LatentTask):

@@ -84,6 +84,11 @@ class RunOptions:
             raise UserError(f"--batch-size must be >= 1 and --lr > 0, got {self.batch_size} and {self.lr}")
 
 
+def device_name(device: torch.device) -> str:
+    """``cpu``, or ``cuda`` with the GPU's model name (for the model card)."""
+    return f"{device.type} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
+
+
 def component_folder(workdir: Path, name: str) -> Path:
     return Path(workdir) / name
 
@@ -178,8 +183,7 @@ class TrainingRun:
     @torch.no_grad()
     def _update_ema(self) -> None:
         decay = min(self.options.ema_decay, (1 + self.step) / (10 + self.step))
-        for averaged, current in zip(self.ema.parameters(), self.model.parameters()):
-            averaged.lerp_(current, 1 - decay)
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - decay)
         for averaged, current in zip(self.ema.buffers(), self.model.buffers()):
             averaged.copy_(current)
 
@@ -258,7 +262,7 @@ class TrainingRun:
                     "batch_size": self.options.batch_size,
                     "lr": self.options.lr,
                     "ema_decay": self.options.ema_decay,
-                    "device": str(self.options.device),
+                    "device": device_name(self.options.device),
                     "threads": torch.get_num_threads(),
                     "command": self.options.command,
                 },
