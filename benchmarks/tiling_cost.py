@@ -68,7 +68,7 @@ def measure(backend: str, size: int, tile: int, repeats: int) -> dict:
             feeds = example(interface.spec, size)
 
             def whole_image():
-                tiled._remembered.clear()
+                tiled.forget()
                 tiled(**feeds)
 
             times = {

@@ -98,6 +98,12 @@ def test_the_autoencoder_gathers_until_its_statistics_settle_and_then_matches_th
     settling.statistics_passes = 10
     settling(image=image + 1e-3)  # new inputs: gathered anew, and a fourth pass finds nothing moved
     assert settling.passes_run == 4
+    settling.passes_run = 0
+    settling(image=image + 1e-3)
+    assert settling.passes_run == 0  # remembered
+    settling.forget()
+    settling(image=image + 1e-3)
+    assert settling.passes_run == 4  # forgotten: gathered again
 
 
 @pytest.mark.parametrize("component, method", [("decoder", "reld"), ("pixel_unet", "ddrm")])

@@ -57,35 +57,35 @@ def test_tile_plan_uses_static_graph_size():
     assert tile_for(dynamic, tile=256)[0] == (256, 256)
 
 
-TILED_METHODS = {  # method: (task, the fewest steps that keep the test cheap, tile)
-    # RELD's decoder gathers its statistics anew for every latent (about 15 runs of each tile):
-    # one iteration on 2×2 tiles
-    "reld": ("denoise", {"iterations": 1}, 192),
-    "ddrm": ("denoise", {"steps": 5}, 128),
-    "ldm-sr": ("sr4", {"steps": 5}, 128),
-    "ddrm-ldm": ("sr4", {"steps": 5}, 128),
-    "indigo-pixel": ("denoise", {"steps": 5}, 128),
-    "indigo-latent": ("denoise", {"steps": 5}, 128),
+TILED_METHODS = {  # method: (task, the fewest steps that keep the test cheap)
+    # RELD's decoder gathers its statistics anew for every latent (about 15 runs of each tile): one iteration
+    "reld": ("denoise", {"iterations": 1}),
+    "ddrm": ("denoise", {"steps": 5}),
+    "ldm-sr": ("sr4", {"steps": 5}),
+    "ddrm-ldm": ("sr4", {"steps": 5}),
+    "indigo-pixel": ("denoise", {"steps": 5}),
+    "indigo-latent": ("denoise", {"steps": 5}),
 }
+TILED_SIZE, TILE = 192, 128  # 2×2 overlapping tiles: every tile meets a seam on two sides
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 @pytest.mark.parametrize("method", TILED_METHODS)
 def test_tiled_restoration_matches_untiled(method, backend, data_path):
-    """A 256×256 restoration on 128-pixel tiles (RELD: 192) against the whole image, same observation
-    and seed: ≥ 40 dB (whole-image GroupNorm statistics and attention context; the latent UNets'
-    wider tiles hold the whole latent)."""
+    """A 192×192 restoration on 128-pixel tiles against the whole image, same observation and seed:
+    ≥ 40 dB (whole-image GroupNorm statistics and attention context; the latent UNets' wider tiles
+    hold the whole latent)."""
     from trt_restore.api import restore
     from trt_restore.io import read_image
 
-    task, config, tile_size = TILED_METHODS[method]
-    truth = read_image(data_path("test/Set14") / "baboon.png").data[None, :, :256, :256]
+    task, config = TILED_METHODS[method]
+    truth = read_image(data_path("test/Set14") / "baboon.png").data[None, :, :TILED_SIZE, :TILED_SIZE]
     noise = 0.05 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(0))
     y = (truth + noise).clamp(0, 1) if task == "denoise" else torch.nn.functional.avg_pool2d(truth, 4)
     sigma = 0.05 if task == "denoise" else 0.0
     full, tiled = (
         restore(y, method, task=task, sigma=sigma, backend=backend, config=config, tile=tile).clamp(0, 1)
-        for tile in (256, tile_size)
+        for tile in (TILED_SIZE, TILE)
     )
     print(f"{method}, {backend}: tiled vs untiled {psnr(full, tiled):.1f} dB")
     assert psnr(full, tiled) >= 40

@@ -20,7 +20,7 @@ from trt_restore.errors import UserError
 from trt_restore.export.model_sets import ROLES, load_model_set
 from trt_restore.train.autoencoder import AutoencoderTask
 from trt_restore.train.data import SKIMAGE_SAMPLES, CropSampler, load_pool, training_files
-from trt_restore.train.diffusion import LatentDiffusionTask
+from trt_restore.train.diffusion import LatentDiffusionTask, PixelDiffusionTask, gaussian_noise
 from trt_restore.train.inn import identity_inn
 from trt_restore.train.package import TUNED_SETTINGS, card_sections
 from trt_restore.train.loop import CHECKPOINT, RunOptions, TrainingRun, read_checkpoint, trained_network
@@ -96,6 +96,29 @@ def test_unknown_data_source_is_a_user_error():
         load_pool(["imagenet"])
     with pytest.raises(UserError, match="either 'train' or the sets"):
         load_pool(["train", "bsds400"])
+
+
+def test_a_crop_bank_is_cut_once_and_every_batch_is_drawn_from_it(monkeypatch, skimage_pool):
+    monkeypatch.setattr("trt_restore.train.diffusion.load_pool", lambda sources: skimage_pool)
+    task = PixelDiffusionTask(["skimage"], arch="tiny", crop=16, bank_size=3)
+    task.prepare(torch.device("cpu"), torch.Generator().manual_seed(0))
+    bank = {tuple(crop.flatten().tolist()) for crop in 2 * task.bank.images.float() / 255 - 1}
+    assert len(bank) == 3
+    batch, condition = task.clean_batch(12, torch.Generator().manual_seed(1))
+    assert condition is None and batch.shape == (12, 3, 16, 16)
+    assert {tuple(crop.flatten().tolist()) for crop in batch} <= bank
+    assert task.describe()["bank"] == 3
+    with pytest.raises(UserError, match="--bank-size must be at least 1"):
+        PixelDiffusionTask(["skimage"], arch="tiny", crop=16, bank_size=0)
+
+
+def test_the_steps_noise_repeats_from_the_generators_state():
+    generator = torch.Generator().manual_seed(5)
+    state = generator.get_state()
+    first = gaussian_noise((2, 3, 4, 4), generator, torch.device("cpu"))
+    generator.set_state(state)
+    assert torch.equal(first, gaussian_noise((2, 3, 4, 4), generator, torch.device("cpu")))
+    assert not torch.equal(first, gaussian_noise((2, 3, 4, 4), generator, torch.device("cpu")))
 
 
 def _vae_run(workdir: Path, steps: int) -> TrainingRun:

@@ -383,6 +383,10 @@ class TiledEngine(Engine):
             feeds[tokens], feeds[offsets] = context.feeds(top // d, left // d, self.tile[0] // d, self.tile[1] // d, self.context_tokens)
         return feeds
 
+    def forget(self) -> None:
+        """Drop the remembered statistics: the next call gathers them anew (for timing a call)."""
+        self._remembered.clear()
+
     def statistics(self, **inputs: torch.Tensor) -> WholeImage:
         """Pass 1: the whole image's GroupNorm ``(n, μ, v)`` (B, 3, G) from every tile
         normalised with its own (:func:`combine_stats`), and each attention block's feature map
