@@ -120,6 +120,11 @@ class DiffusionTask:
         self.data = describe_pool(pool, self.sources)
         self.sampler = CropSampler(pool, self.crop, self.min_scale)
         self.alphas_cumprod = self.alphas_cumprod.to(device)
+        self.bank = None if self.bank_size is None else CropBank.build(self.sampler, self.bank_size, generator, device, self.bank_encoder())
+
+    def bank_encoder(self) -> Encoder | None:
+        """The encoder whose latents the bank keeps beside its crops (None: crops only)."""
+        return None
 
     def clean_batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(x₀, c)``: clean samples and the conditioning channels (or None)."""
@@ -155,10 +160,6 @@ class PixelDiffusionTask(DiffusionTask):
     def build_model(self) -> UNet2DModel:
         return small_unet(3, 3, PIXEL_CHANNELS, attention=False) if self.arch == "small" else tiny_pixel_unet(3, seed=4)
 
-    def prepare(self, device, generator):
-        super().prepare(device, generator)
-        self.bank = None if self.bank_size is None else CropBank.build(self.sampler, self.bank_size, generator, device)
-
     def clean_batch(self, size, generator):
         crops = self.sampler.batch(size, generator).to(self.device) if self.bank is None else self.bank.batch(size, generator)[0]
         return 2 * crops - 1, None
@@ -175,9 +176,8 @@ class _LatentTask(DiffusionTask):
             raise UserError(f"--crop must be a multiple of the autoencoder's factor {self.factor}, got {crop}")
         super().__init__(sources, arch, crop, min_scale, bank_size)
 
-    def prepare(self, device, generator):
-        super().prepare(device, generator)
-        self.bank = CropBank.build(self.sampler, self.bank_size, generator, device, Encoder(self.vae))
+    def bank_encoder(self) -> Encoder:
+        return Encoder(self.vae)
 
     def describe(self):
         return {**super().describe(), "latent_size": self.crop // self.factor}
