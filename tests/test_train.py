@@ -112,6 +112,15 @@ def test_a_crop_bank_is_cut_once_and_every_batch_is_drawn_from_it(monkeypatch, s
         PixelDiffusionTask(["skimage"], arch="tiny", crop=16, bank_size=0)
 
 
+def test_a_bank_size_of_zero_is_refused_for_every_diffusion_unet(tmp_path, one_thread, capsys):
+    _vae_run(tmp_path, steps=1).train()  # the latent UNets need a trained vae first
+    for component in ("unet", "sr_unet", "pixel_unet"):
+        status = main(["train", component, "--workdir", str(tmp_path), "--arch", "tiny", "--data", "skimage",
+                       "--steps", "1", "--bank-size", "0", "--threads", "1"])
+        assert status != 0 and "--bank-size must be at least 1" in capsys.readouterr().err, component
+        assert read_checkpoint(tmp_path, component) is None
+
+
 def test_the_steps_noise_repeats_from_the_generators_state():
     generator = torch.Generator().manual_seed(5)
     state = generator.get_state()

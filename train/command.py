@@ -86,7 +86,9 @@ def _task(component: str, settings: TrainSettings, sources: list[str], crop: int
     if component == "pixel_unet":
         return PixelDiffusionTask(sources, settings.arch, crop, bank_size=settings.bank_size)
     latent_task = LatentDiffusionTask if component == "unet" else SRDiffusionTask
-    bank = settings.bank_size or (BANK_SIZE if settings.steps is None else min(BANK_SIZE, settings.steps * batch))  # no more crops than a run draws
+    bank = settings.bank_size
+    if bank is None:
+        bank = BANK_SIZE if settings.steps is None else min(BANK_SIZE, settings.steps * batch)  # no more crops than a run draws
     return latent_task(settings.workdir, sources, settings.arch, crop, bank_size=bank)
 
 
