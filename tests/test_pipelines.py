@@ -177,3 +177,35 @@ def test_indigo_final_data_step_makes_the_result_consistent_with_a_noiseless_obs
                       config={"steps": 3, "prior_error": prior_error}, seed=3)
         residual[prior_error] = float((operator.A(out[None]) - y).norm() / y.norm())
     assert residual[0.1] < 0.05 * residual[0.0]
+
+
+@pytest.mark.parametrize("method", ["indigo-pixel", "indigo-latent"])
+def test_indigo_guided_latent_is_the_encoded_data_step_of_the_decoded_guidance(method):
+    """A guided step takes z̃₀ = E(P(D(z_g))) with P(x) = argmin ½‖A p − y‖² + (μ/2)‖p − x‖², μ = σ²/e²;
+    e = 0 keeps the paper's INN-guided latent z_g."""
+    from trt_restore.api import _pipeline
+    from trt_restore.inn_condition import degradation_embedding
+
+    task, sigma, prior_error = "sr2", 0.05, 0.1
+    y = observation(task, sigma)
+    operator = make_operator(task, size=(64, 64), channels=3)
+    _, models = load_models(method, model_set="tiny", backend="torch", image_size=(64, 64), scale=2)
+    latent_size = 64 // models.latent_factor
+    z0 = torch.randn(1, models.latent_channels, latent_size, latent_size, generator=torch.Generator().manual_seed(1))
+    condition = degradation_embedding(task, sigma, 1)
+    with models:
+        guided = {}
+        for e in (0.0, prior_error):
+            pipeline = _pipeline(method, task, models, {"prior_error": e})
+            target = pipeline._target(y, operator, models.inn_factor)
+            z_g = pipeline._to_latent(pipeline._guide(z0, target, condition, None))
+            guided[e] = pipeline._guided_latent(z0, target, condition, None, (y, operator, sigma))
+        assert torch.equal(guided[0.0], z_g)
+
+        decoded = models.call("decoder", latent=z_g)
+        mu = sigma**2 / prior_error**2
+        p = operator.prox_l2(y, decoded, mu)
+        stationarity = operator.A_adjoint(operator.A(p) - y) + mu * (p - decoded)
+        assert float(stationarity.norm()) < 1e-4 * float((mu * decoded).norm())
+        assert torch.allclose(guided[prior_error], models.call("encoder", image=p.clamp(0, 1)), atol=1e-6)
+        assert not torch.allclose(guided[prior_error], z_g, atol=1e-3)

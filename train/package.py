@@ -84,6 +84,13 @@ IDENTITY_ROLES = ("inn_latent",)
 # input: indigo-latent sr4-bicubic 3 steps −1.15 dB, 5 −0.91, 10 −1.20, 20 −1.54, 50 (leading) −1.92;
 # deblur-gauss 3 +4.28, 5 +4.55, 10 +4.44, 50 (leading) +4.02; denoise 5 +1.18, 10 +1.17, 50 +1.14.
 # indigo-pixel sr4-bicubic 5 −1.37, 10 −1.88, 50 −2.78; deblur-gauss 5 +4.09; denoise 5 +0.94.
+# With the data step at every guided step (unet of 5447 steps, 5 steps; gain indigo-latent / indigo-pixel on
+# sr4-bicubic, denoise, deblur-gauss): η 0, γ 0.25, e 0.1: +0.15 / −0.42, +1.55 / +3.32, +5.76 / +5.58;
+# η 1: sr4 +0.38 / +0.02; η 1, γ 0: sr4 +0.39 / −0.01, e 0.04 denoise +1.83 / +2.05, e 0.06 +3.76 / +3.82,
+# e 0.08 +4.47 / +4.45 and deblur +6.01 / +5.81, e 0.1 +4.13 / +4.11 and +5.82 / +5.66, e 0.14 deblur
+# +5.01 / +4.91, e 0.2 denoise +1.61 / +1.61; inpaint 50 % σ 0.01 (e 0.08) γ 0 +8.16 / +15.29, γ 0.25
+# +8.48 / +14.42, γ 1 +9.04 / +11.50. The identity pixel INN in place of the trained one: sr4 −0.07,
+# denoise +5.10, deblur +5.98, but inpaint +8.00: the trained one stays.
 # DDRM-LDM, sr4-bicubic, sr_unet of 6883 steps, gain over bicubic: 1 step −10.83 dB, 2 +0.64 (η 0:
 # +0.62), 3 +0.23, 4 +0.01, 5 −0.03, 10 −0.04, 20 (the method's default) +0.09.
 # RELD, unet of 5447 steps (λ; Den's steps p from → to; PSNR in dB on denoise σ 25/255 / deblur-gauss /
@@ -91,9 +98,14 @@ IDENTITY_ROLES = ("inn_latent",)
 # 28.65 / 25.30; 0.5; 150 → 20 24.82 / 29.23 / 25.55; 0.5; 80 → 10 24.86 / 29.37 / 25.55; 1; 80 → 10 24.75
 # (60 → 10) / 29.00 / 25.43; 0.25; 100 → 10 24.84 / 29.61 / 25.60; λ 0 (no prior) 24.66 / 29.73 / 25.39.
 # Den at a high p over-smooths; this prior adds at most ~0.2 dB over λ 0, and costs 0.1 dB on deblurring.
+INDIGO_SETTINGS = {"steps": 5, "eta": 1.0, "gamma": 0.0, "prior_error": 0.08}
 TUNED_SETTINGS = {
     "sr_unet": {"ldm-sr": {"steps": 2}, "ddrm-ldm": {"steps": 2}},
-    "unet": {"indigo-latent": {"steps": 5}, "indigo-pixel": {"steps": 5}, "reld": {"lam": 0.25, "p_start": 100, "p_end": 10}},
+    "unet": {
+        "indigo-latent": INDIGO_SETTINGS,
+        "indigo-pixel": INDIGO_SETTINGS,
+        "reld": {"lam": 0.25, "p_start": 100, "p_end": 10},
+    },
 }
 
 
