@@ -66,7 +66,7 @@ class IndigoConfig:
 
 
 SIGMA_MIN = 1e-3
-"""σ_min of the final data step: the noise floor of an 8-bit observation (~1/4 of a grey level)."""
+"""σ_min of the data steps: the noise floor of an 8-bit observation (~1/4 of a grey level)."""
 
 
 def data_consistent(x: torch.Tensor, y: torch.Tensor, operator: Operator, sigma: float, prior_error: float) -> torch.Tensor:
@@ -109,7 +109,7 @@ class Indigo(Pipeline):
     def run(self, y, operator, sigma, noise, callback):
         cfg = self.config
         if cfg.prior_error < 0:
-            raise UserError(f"--prior-error is an RMS error and cannot be negative (0 skips the data step), got {cfg.prior_error:g}")
+            raise UserError(f"--prior-error is an RMS error and cannot be negative (0 skips the data steps), got {cfg.prior_error:g}")
         factor = self.models.inn_factor
         condition = degradation_embedding(operator.task, sigma, y.shape[0]).to(y.device)
         inn = self._adaptable_inn() if cfg.adapt else None
