@@ -231,3 +231,26 @@ def test_a_partly_trained_work_folder_keeps_the_other_networks(tmp_path, one_thr
     shutil.copytree(tmp_path / "work" / "unet", tmp_path / "new" / "unet")
     # a unet trained on another autoencoder's latents cannot join the kept one
     assert main(["train", "package", "--workdir", str(tmp_path / "new"), "--out", str(tmp_path / "x"), "--keep-from", str(first)]) == 2
+
+
+def test_latent_networks_train_on_a_packaged_sets_vae_and_ship_with_it(tmp_path, one_thread):
+    work, first, second = tmp_path / "work", tmp_path / "first", tmp_path / "second"
+    common = ["--arch", "tiny", "--data", "skimage", "--steps", "1", "--batch-size", "2", "--crop", "32"]
+    for component in ("vae", "unet", "sr_unet"):
+        assert main(["train", component, "--workdir", str(work), *common]) == 0, component
+    assert main(["train", "package", "--workdir", str(work), "--out", str(first)]) == 0
+    for component in ("unet", "sr_unet"):  # no vae in this work folder: the packaged set's
+        assert main(["train", component, "--workdir", str(tmp_path / "new"), *common, "--seed", "1", "--vae-from", str(first)]) == 0
+    task = LatentDiffusionTask(tmp_path / "new", ["skimage"], arch="tiny", crop=32, vae_from=first)
+    shipped = load_model_set(first).network("vae").state_dict()
+    assert all(torch.equal(tensor, shipped[name]) for name, tensor in task.vae.state_dict().items())
+    assert "--vae-from" in read_checkpoint(tmp_path / "new", "unet")["facts"]["command"]
+
+    assert main(["train", "package", "--workdir", str(tmp_path / "new"), "--out", str(second), "--keep-from", str(first)]) == 0
+    weights = "diffusion_pytorch_model.safetensors"
+    for role in ROLES:
+        same = (first / role / weights).read_bytes() == (second / role / weights).read_bytes()
+        assert same == (role not in ("unet", "sr_unet")), role
+    # the same networks next to another autoencoder: the work folder's float32 one, not its float16 package
+    shutil.copytree(work / "vae", tmp_path / "new" / "vae")
+    assert main(["train", "package", "--workdir", str(tmp_path / "new"), "--out", str(tmp_path / "x"), "--keep-from", str(first)]) == 2

@@ -3,7 +3,8 @@
 ``trt-restore train COMPONENT`` trains one network into ``--workdir`` (a checkpoint and a
 loss log per component); running the same command again resumes it, and ``--steps``
 and ``--minutes`` are totals over all runs. ``unet``, ``sr_unet`` and ``inn_latent`` work on
-the latents of the trained ``vae``, so train it first. ``package`` writes the trained
+the latents of the trained ``vae``, so train it first, or name a packaged set whose ``vae``
+they use with ``--vae-from`` (and package them with ``--keep-from`` that set). ``package`` writes the trained
 networks as a model set (float16 safetensors, one diffusers folder per role) with a
 model card per role; ``all`` trains every component in order and packages them.
 
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from trt_restore.errors import UserError
 
-from .registry import COMPONENTS, DEFAULTS
+from .registry import COMPONENTS, DEFAULTS, LATENT_COMPONENTS
 
 ACTIONS = (*COMPONENTS, "all", "package")
 ARCHITECTURES = ("small", "tiny")
@@ -49,6 +50,9 @@ class TrainSettings:
     bank_size: int | None = None
     """Crops cut once and drawn from at every step (default: the latent UNets' :data:`.diffusion.BANK_SIZE`,
     fresh crops for the others); only the diffusion UNets use a bank."""
+    vae_from: Path | None = None
+    """Latent components: train on the latents of this packaged model set's ``vae`` instead of the work
+    folder's (then package with ``--keep-from`` that set)."""
     arch: str = "small"
     """Network size, one of :data:`ARCHITECTURES`: small (bundled) or tiny (smoke tests)."""
     data: str = DEFAULT_DATA
@@ -80,7 +84,7 @@ def _task(component: str, settings: TrainSettings, sources: list[str], crop: int
     if component in ("inn_pixel", "inn_latent"):
         from .inn import INNTask
 
-        return INNTask(component.removeprefix("inn_"), settings.workdir, sources, settings.arch, crop)
+        return INNTask(component.removeprefix("inn_"), settings.workdir, sources, settings.arch, crop, vae_from=settings.vae_from)
     from .diffusion import BANK_SIZE, LatentDiffusionTask, PixelDiffusionTask, SRDiffusionTask
 
     if component == "pixel_unet":
@@ -89,7 +93,7 @@ def _task(component: str, settings: TrainSettings, sources: list[str], crop: int
     bank = settings.bank_size
     if bank is None:
         bank = BANK_SIZE if settings.steps is None else min(BANK_SIZE, settings.steps * batch)  # no more crops than a run draws
-    return latent_task(settings.workdir, sources, settings.arch, crop, bank_size=bank)
+    return latent_task(settings.workdir, sources, settings.arch, crop, bank_size=bank, vae_from=settings.vae_from)
 
 
 def _command(component: str, settings: TrainSettings, minutes: float | None, batch: int, lr: float, crop: int, device) -> str:
@@ -102,6 +106,8 @@ def _command(component: str, settings: TrainSettings, minutes: float | None, bat
     words += ["--batch-size", str(batch), "--lr", f"{lr:g}", "--crop", str(crop), "--arch", settings.arch, "--data", settings.data]
     if settings.bank_size is not None:
         words += ["--bank-size", str(settings.bank_size)]
+    if settings.vae_from is not None and component in LATENT_COMPONENTS:
+        words += ["--vae-from", str(settings.vae_from)]
     words += ["--device", str(device), "--threads", str(settings.threads)]
     return shlex.join(words)
 

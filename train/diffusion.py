@@ -41,7 +41,7 @@ from trt_restore.operators import Degradation, make_operator
 from trt_restore.pipelines.schedule import NoiseSchedule
 
 from .data import MIN_SCALE, CropSampler, describe_pool, load_pool
-from .loop import trained_network
+from .loop import latent_autoencoder, weights_digest
 
 SR_SIGMA_MAX = 0.05
 BANK_SIZE = 2048  # encoded crops the latent UNets draw from
@@ -166,10 +166,12 @@ class PixelDiffusionTask(DiffusionTask):
 
 
 class _LatentTask(DiffusionTask):
-    """Shared by the latent UNets: a bank of crops encoded by the trained ``vae``."""
+    """Shared by the latent UNets: a bank of crops encoded by :func:`~.loop.latent_autoencoder`, whose
+    :func:`~.loop.weights_digest` the facts keep (a package checks that it ships that autoencoder)."""
 
-    def __init__(self, workdir: Path, sources: list[str], arch: str, crop: int, bank_size: int = BANK_SIZE, min_scale: float = MIN_SCALE):
-        self.vae = trained_network(workdir, "vae")
+    def __init__(self, workdir: Path, sources: list[str], arch: str, crop: int, bank_size: int = BANK_SIZE,
+                 min_scale: float = MIN_SCALE, vae_from: Path | None = None):
+        self.vae = latent_autoencoder(workdir, vae_from)
         meta = autoencoder_meta(self.vae)
         self.latent_channels, self.factor = meta["latent_channels"], meta["downsample"]
         if crop % self.factor:
@@ -180,7 +182,7 @@ class _LatentTask(DiffusionTask):
         return Encoder(self.vae)
 
     def describe(self):
-        return {**super().describe(), "latent_size": self.crop // self.factor}
+        return {**super().describe(), "latent_size": self.crop // self.factor, "vae": weights_digest(self.vae)}
 
 
 class LatentDiffusionTask(_LatentTask):

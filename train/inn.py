@@ -31,7 +31,7 @@ from trt_restore.operators import Degradation, Operator, make_operator
 from trt_restore.pipelines.indigo import coarse_target, full_size_observation
 
 from .data import MIN_SCALE, CropSampler, describe_pool, load_pool
-from .loop import trained_network
+from .loop import latent_autoencoder, weights_digest
 
 INN_SIGMA_MAX = 0.1
 # (task, operator parameters): the degradations the demo and benchmarks use, with their default settings.
@@ -89,12 +89,13 @@ def coarse_and_target(
 class INNTask:
     """``inn_pixel`` or ``inn_latent``: fit the coarse part to the observation (module docstring)."""
 
-    def __init__(self, space: str, workdir: Path, sources: list[str], arch: str = "small", crop: int = 64, min_scale: float = MIN_SCALE):
+    def __init__(self, space: str, workdir: Path, sources: list[str], arch: str = "small", crop: int = 64,
+                 min_scale: float = MIN_SCALE, vae_from: Path | None = None):
         if space not in LEVELS:
             raise UserError(f"INN space must be one of {', '.join(LEVELS)}, got {space!r}")
         self.space, self.sources, self.arch, self.crop, self.min_scale = space, sources, arch, crop, min_scale
         self.name = f"inn_{space}"
-        self.encoder = Encoder(trained_network(workdir, "vae")) if space == "latent" else None
+        self.encoder = Encoder(latent_autoencoder(workdir, vae_from)) if space == "latent" else None
         meta = autoencoder_meta(self.encoder.vae) if self.encoder is not None else {"latent_channels": 3, "downsample": 1}
         self.channels, self.latent_factor = meta["latent_channels"], meta["downsample"]
         multiple = math.lcm(self.latent_factor * 2 ** LEVELS[space], 4)  # the coarse grid and the x4 SR tasks
@@ -135,4 +136,5 @@ class INNTask:
             "crop": self.crop,
             "min_scale": self.min_scale,
             "observations": f"{', '.join(tasks)} (inpaint: 4 random masks of 50%), sigma ~ U[0, {INN_SIGMA_MAX}]",
+            **({} if self.encoder is None else {"vae": weights_digest(self.encoder.vae)}),
         }

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import hashlib
 import math
 import os
 import time
@@ -114,6 +115,25 @@ def trained_network(workdir: Path, name: str) -> ModelMixin:
     network = NETWORK_CLASSES[checkpoint["class"]].from_config(checkpoint["network_config"])
     network.load_state_dict(checkpoint["ema"])
     return network.eval().requires_grad_(False)
+
+
+def weights_digest(network: torch.nn.Module) -> str:
+    """A short SHA-256 of the network's parameters and buffers (names, dtypes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def latent_autoencoder(workdir: Path, vae_from: Path | None = None) -> ModelMixin:
+    """The autoencoder whose latents a latent component trains on: the trained ``vae`` of ``workdir``, or
+    with ``vae_from`` the ``vae`` of that packaged model set (as it loads: float32), in eval mode."""
+    if vae_from is None:
+        return trained_network(workdir, "vae")
+    from trt_restore.export.model_sets import ModelSet
+
+    return ModelSet.from_folder(vae_from).network("vae").eval().requires_grad_(False)
 
 
 def _atomic_save(payload: dict, path: Path) -> None:

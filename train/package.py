@@ -7,8 +7,9 @@ to ``README.md`` in the same folder, one section per role.
 
 A work folder need not hold every component: the ones it lacks are kept, network, noise
 schedule and card, from a packaged set (by default the bundled one), so that a set can be
-improved one model at a time. The networks trained on the autoencoder's latents come with
-the autoencoder they were trained on: all new or all kept. The roles of :data:`IDENTITY_ROLES`
+improved one model at a time. The networks trained on the autoencoder's latents ship with
+the autoencoder they were trained on, checked by its weights' digest: a new ``vae`` needs all of
+them trained again, and ones trained with ``--vae-from`` a set keep that set's ``vae``. The roles of :data:`IDENTITY_ROLES`
 ship as the identity INN on the new autoencoder's latents, whatever the work folder holds.
 """
 
@@ -28,8 +29,8 @@ from trt_restore.pipelines.base import settings_text
 
 from .evaluation import EVAL_SIZE, EVAL_STEPS, autoencoder_quality, denoising_quality, held_out_images, inn_quality
 from .inn import identity_inn
-from .loop import final_losses, read_checkpoint, trained_network
-from .registry import COMPONENTS
+from .loop import final_losses, read_checkpoint, trained_network, weights_digest
+from .registry import COMPONENTS, LATENT_COMPONENTS
 
 SET_NAME = "bundled"
 CARDS = "README.md"
@@ -72,7 +73,6 @@ NOTES = {
 }
 
 
-LATENT_COMPONENTS = ("unet", "sr_unet", "inn_latent")  # trained on the autoencoder's latents
 # Roles that ship untrained, as the identity INN (the plain Haar lifting), because the trained
 # ones restored worse on the held-out images (the measurements are in their NOTES, on the card).
 IDENTITY_ROLES = ("inn_latent",)
@@ -124,10 +124,14 @@ def package_models(workdir: Path, out: Path | None = None, keep_from: Path | Non
     if "vae" in checkpoints and not set(needed) <= set(checkpoints):
         raise UserError(f"{workdir} has a new vae but not {', '.join(c for c in needed if c not in checkpoints)}; "
                         "the networks trained on its latents must be trained again too")
-    if "vae" not in checkpoints and set(LATENT_COMPONENTS) & set(checkpoints):
-        raise UserError(f"{workdir} has networks trained on latents but no vae; package them with the vae they were trained on")
     keep_from = Path(keep_from) if keep_from is not None else default_models_folder()
     kept, kept_cards = ModelSet.from_folder(keep_from), card_sections(keep_from / CARDS)
+    shipped_vae = trained_network(workdir, "vae") if "vae" in checkpoints else kept.network("vae")
+    for component in set(needed) & set(checkpoints):
+        if checkpoints[component]["facts"].get("vae") != weights_digest(shipped_vae):
+            source = workdir if "vae" in checkpoints else keep_from
+            raise UserError(f"{component} in {workdir} was trained on another autoencoder's latents than the vae of {source}; "
+                            "package it with the vae it was trained on (--keep-from the set named by its --vae-from)")
     trained = [role for role, component in ROLE_SOURCES.items() if component in checkpoints]
     networks = {role: copy.deepcopy(trained_network(workdir, ROLE_SOURCES[role])).half() if role in trained
                 else kept.network(role).half() for role in ROLE_SOURCES}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 COMPONENTS = ("vae", "unet", "sr_unet", "pixel_unet", "inn_pixel", "inn_latent")
+LATENT_COMPONENTS = ("unet", "sr_unet", "inn_latent")  # trained on the autoencoder's latents
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="AdamW learning rate (default: per component)")
     parser.add_argument("--crop", type=int, help="training crop size in pixels (default: per component)")
     parser.add_argument("--bank-size", type=int, help="diffusion UNets: crops cut once and drawn from at every step (default: 2048 for the latent UNets, fresh crops for the pixel UNet)")
+    parser.add_argument("--vae-from", type=Path, metavar="FOLDER", help="unet, sr_unet, inn_latent: train on the latents of this model set's vae instead of the work folder's (package them with --keep-from FOLDER)")
     parser.add_argument("--arch", choices=ARCHITECTURES, default=DEFAULT_SETTINGS.arch, help="network size: small (bundled) or tiny (smoke tests)")
     parser.add_argument("--data", default=DEFAULT_SETTINGS.data, help=f"comma-separated image sources: train (= bsds400 + csunhays80 + curban100 + train400), any one of those, skimage, sklearn (default: {DEFAULT_SETTINGS.data})")
     parser.add_argument("--device", default=DEFAULT_SETTINGS.device, help="auto (a GPU when there is one), cpu, cuda or cuda:N")
