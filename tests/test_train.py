@@ -245,6 +245,8 @@ def test_latent_networks_train_on_a_packaged_sets_vae_and_ship_with_it(tmp_path,
     shipped = load_model_set(first).network("vae").state_dict()
     assert all(torch.equal(tensor, shipped[name]) for name, tensor in task.vae.state_dict().items())
     assert "--vae-from" in read_checkpoint(tmp_path / "new", "unet")["facts"]["command"]
+    assert main(["train", "pixel_unet", "--workdir", str(tmp_path / "new"), *common, "--vae-from", str(first)]) == 2
+    assert read_checkpoint(tmp_path / "new", "pixel_unet") is None
 
     assert main(["train", "package", "--workdir", str(tmp_path / "new"), "--out", str(second), "--keep-from", str(first)]) == 0
     weights = "diffusion_pytorch_model.safetensors"

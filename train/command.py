@@ -106,7 +106,7 @@ def _command(component: str, settings: TrainSettings, minutes: float | None, bat
     words += ["--batch-size", str(batch), "--lr", f"{lr:g}", "--crop", str(crop), "--arch", settings.arch, "--data", settings.data]
     if settings.bank_size is not None:
         words += ["--bank-size", str(settings.bank_size)]
-    if settings.vae_from is not None and component in LATENT_COMPONENTS:
+    if settings.vae_from is not None:
         words += ["--vae-from", str(settings.vae_from)]
     words += ["--device", str(device), "--threads", str(settings.threads)]
     return shlex.join(words)
@@ -175,6 +175,8 @@ def train(
         raise UserError(f"unknown component '{action}'; choose one of: {', '.join(ACTIONS)}")
     if settings.threads < 1:
         raise UserError(f"--threads must be at least 1, got {settings.threads}")
+    if settings.vae_from is not None and action not in LATENT_COMPONENTS:
+        raise UserError(f"--vae-from applies to {', '.join(LATENT_COMPONENTS)} only, not to '{action}'")
     import torch
 
     torch.set_num_threads(settings.threads)
