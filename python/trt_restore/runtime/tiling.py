@@ -55,7 +55,8 @@ means (|μ| up to ~95 against σ ~0.6) that amplify the deeper layers' error, an
 the error can grow. The bundled decoder on Set5's bird (288 px, 256-pixel tiles) against
 the untiled one: 1 gathering 37 dB, 2 24, 3 16, 10 44, settled after 14 of its 19: 64 dB; its
 encoder, decoded whole, settles after 12 of 13 at 68 dB (the previous, 4-channel autoencoder:
-61 and 65 dB after 10 and 11). The UNets, which run at every step, gather once. Cost: a tiled call
+61 and 65 dB after 10 and 11). The UNets, which run at every step, gather once or twice
+(:func:`statistics_passes`). Cost: a tiled call
 runs every tile ``1 + passes`` times (``benchmarks/tiling_cost.py``).
 
 Measured on the bundled models at 256×256 on 128-pixel tiles against untiled, five steps
@@ -501,8 +502,12 @@ def statistics_passes(spec: ComponentSpec) -> int:
     """At most how many times pass 1 runs for a component. The autoencoder gathers until its
     statistics settle, which takes at most one pass per GroupNorm and attention block in its
     graph (``meta["statistics_depth"]``; bounded by the group count in graphs exported without
-    it); the UNets, which run at every step, gather once (DDRM tiled vs untiled 41.8 dB; a
-    second pass on the pixel UNet gave 40.1)."""
+    it). The UNets run at every step: the latent UNets, on tiles twice as wide, gather once; the
+    pixel UNet twice (DDRM tiled vs untiled, Set14's baboon at 192² on 128-pixel tiles, five
+    steps: 1 gathering 36.9 dB, 2 43.3, 3 45.2 with the bundled pixel UNet; the previous,
+    CPU-trained one gave 41.8 with 1 and 40.1 with 2)."""
+    if spec.name == "pixel_unet":
+        return 2
     if spec.name not in ("encoder", "decoder"):
         return 1
     return spec.meta.get("statistics_depth", spec.meta["group_stats"])
