@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import hashlib
+import json
 import math
 import os
 import time

@@ -135,11 +135,11 @@ def package_models(workdir: Path, out: Path | None = None, keep_from: Path | Non
                         "the networks trained on its latents must be trained again too")
     keep_from = Path(keep_from) if keep_from is not None else default_models_folder()
     kept, kept_cards = ModelSet.from_folder(keep_from), card_sections(keep_from / CARDS)
-    shipped_vae = trained_network(workdir, "vae") if "vae" in checkpoints else kept.network("vae")
-    for component in set(needed) & set(checkpoints):
-        if checkpoints[component]["facts"].get("vae") != weights_digest(shipped_vae):
-            source = workdir if "vae" in checkpoints else keep_from
-            raise UserError(f"{component} in {workdir} was trained on another autoencoder's latents than the vae of {source}; "
+    vae_source = workdir if "vae" in checkpoints else keep_from
+    shipped_vae = weights_digest(trained_network(workdir, "vae") if "vae" in checkpoints else kept.network("vae"))
+    for component in (c for c in needed if c in checkpoints):
+        if checkpoints[component]["facts"].get("vae") != shipped_vae:
+            raise UserError(f"{component} in {workdir} was trained on another autoencoder's latents than the vae of {vae_source}; "
                             "package it with the vae it was trained on (--keep-from the set named by its --vae-from)")
     trained = [role for role, component in ROLE_SOURCES.items() if component in checkpoints]
     networks = {role: copy.deepcopy(trained_network(workdir, ROLE_SOURCES[role])).half() if role in trained
