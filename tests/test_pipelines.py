@@ -92,6 +92,27 @@ def test_reld_v_step_decreases_the_hqs_objective(v_grad, model_set, min_fraction
     assert decreases >= min_fraction * trials
 
 
+def test_reld_output_is_the_t_update_of_the_final_decoded_image_at_mu_out():
+    """On denoising the output is ``x̂ = (b + μ_out D(v)) / (1 + μ_out)`` with μ_out from τ_out alone.
+
+    Two runs that differ only in τ_out share the iterations, so the D(v) recovered from the first
+    output must reproduce the second one: this fails if τ_out reached the iterations or if the
+    last step used the iterations' μ.
+    """
+    sigma = 0.05
+    y = observation("denoise", sigma)[0]
+    run = {"method": "reld", "task": "denoise", "sigma": sigma, "backend": "torch", "model_set": "tiny", "seed": 3}
+    tolerances = (0.03, 0.2)
+    outputs = [restore(y, **run, config={"iterations": 2, "tau": 0.1, "tau_out": tau_out}) for tau_out in tolerances]
+    mu_first, mu_second = ((sigma / tau_out) ** 2 for tau_out in tolerances)
+    decoded = ((1 + mu_first) * outputs[0] - y) / mu_first
+    expected = (y + mu_second * decoded) / (1 + mu_second)
+    inside = (outputs[0] > 0) & (outputs[0] < 1) & (expected > 0) & (expected < 1)  # the clamp to [0, 1] hides the rest
+    assert float(inside.float().mean()) > 0.5
+    torch.testing.assert_close(outputs[1][inside], expected[inside], atol=1e-4, rtol=0)
+    assert float((outputs[0] - outputs[1]).abs().max()) > 1e-2  # τ_out does change the output
+
+
 class _Broken(torch.nn.Module):
     def forward(self, latent):
         return latent * float("nan")
@@ -157,7 +178,8 @@ def test_task_defaults_apply_under_the_users_settings():
     assert DDRM.task_defaults("sr4") == DDRM.task_defaults("sr2-bicubic") == {"eta": 0.0, "steps": 50}
     assert DDRM.task_defaults("deblur-gauss") == {"eta": 0.95, "steps": 50}
     assert DDRM.task_defaults("inpaint") == {} and DDRM.task_defaults("sr4-gauss") == {}
-    assert RELD.task_defaults("denoise") == {"tau": 0.1} and RELD.task_defaults("sr4") == {}
+    assert RELD.task_defaults("denoise") == {"tau": 0.5, "tau_out": 0.02} and RELD.task_defaults("sr4") == {}
+    assert RELD.task_defaults("deblur-gauss") == RELD.task_defaults("deblur-motion") == {"tau": 0.1}
     y = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     run = {"method": "ddrm", "task": "sr4", "sigma": 0.05, "backend": "torch", "model_set": "tiny", "seed": 4}
     by_default = restore(y, **run)

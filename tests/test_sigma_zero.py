@@ -94,11 +94,11 @@ def test_numerically_zero_singular_values_are_unobserved():
     assert int((in_double > 0).sum()) > int((observed > 0).sum())  # the bound follows the working precision
 
 
-@pytest.mark.parametrize("config", [{"sigma_min": 0.0}, {"tau": 0.0}])
+@pytest.mark.parametrize("config", [{"sigma_min": 0.0}, {"tau": 0.0}, {"tau_out": 0.0}])
 def test_reld_refuses_a_zero_mu_floor(config):
     """μ = (max(σ, σ_min)/τ)² must stay positive at σ = 0, or the t-update's (AᵀA + μI) is singular."""
     _, y = noiseless("inpaint", SVD_TASKS["inpaint"], DEMO_IMAGES[0])
-    with pytest.raises(UserError, match="--sigma-min and --tau must be positive"):
+    with pytest.raises(UserError, match="--sigma-min, --tau and --tau-out must be positive"):
         restore(y[0], method="reld", task="inpaint", sigma=0.0, backend="torch", model_set="tiny",
                 task_params=SVD_TASKS["inpaint"], config=config)
 

@@ -107,6 +107,10 @@ IDENTITY_ROLES = ("inn_latent",)
 # 28.65 / 25.30; 0.5; 150 → 20 24.82 / 29.23 / 25.55; 0.5; 80 → 10 24.86 / 29.37 / 25.55; 1; 80 → 10 24.75
 # (60 → 10) / 29.00 / 25.43; 0.25; 100 → 10 24.84 / 29.61 / 25.60; λ 0 (no prior) 24.66 / 29.73 / 25.39.
 # Den at a high p over-smooths; this prior adds at most ~0.2 dB over λ 0, and costs 0.1 dB on deblurring.
+# With the output's own τ_out and the task defaults of RELD that use it (denoise τ 0.5, τ_out 0.02; deblur
+# τ 0.1), the same unet and p 100 → 10, PSNR for λ 0 / 0.25 / 0.5 / 1 / 2 on denoise: 27.65 / 28.11 /
+# 28.20 / 27.87 / 26.68; λ 0 / 0.25 on deblur-gauss 28.67 / 29.87 and on sr4-bicubic 25.36 / 25.56 (τ 0.04).
+# λ 0.25 stays: the prior is now worth +0.46, +1.20 and +0.20 dB; p 200 → 20 on denoise: 28.12.
 INDIGO_SETTINGS = {"steps": 5, "eta": 1.0, "gamma": 0.0, "prior_error": 0.08}
 TUNED_SETTINGS = {
     "sr_unet": {"ldm-sr": {"steps": 2}, "ddrm-ldm": {"steps": 2}},
