@@ -243,3 +243,46 @@ def test_address_space_limit_turns_exhaustion_into_an_error():
         result = skips.attempt("huge", lambda: torch.empty(2**36, dtype=torch.uint8).fill_(1))
     assert result is None and skips.items[0]["what"] == "huge"
     assert torch.empty(2**26, dtype=torch.uint8).fill_(1).sum() == 2**26  # the limit is lifted again
+
+
+def test_an_interrupted_quality_run_resumes_from_its_score_journal(tmp_path):
+    """The journal keeps each image's scores as they come; ``--resume`` restores only the images it lacks,
+    refuses a journal of other settings, and a finished run deletes it."""
+    from trt_restore.bench.harness import run_benchmarks
+    from trt_restore.bench.journal import ScoreJournal, journal_path
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in range(2):
+        write_image(images / f"image{seed}.png", synthetic_image(1, 3, SIZE, seed=seed)[0])
+    flags = ("--model-set", "tiny", "--methods", "ldm-sr", "--sections", "quality", "--steps", str(STEPS), "--threads", "1",
+             "--tasks", "sr4-bicubic", "--datasets", str(images), "--quality-variant", "torch", "--report-dir", str(tmp_path), "--no-plots")
+    whole = tmp_path / "whole.json"
+    run_bench(parse(*flags, "--json", str(whole)))
+    assert not journal_path(whole).exists()
+    row = next(r for r in json.loads(whole.read_text())["quality"] if r["method"] == "ldm-sr")
+
+    # a run that stopped after the first image: its journal holds that image only
+    resumed = tmp_path / "resumed.json"
+    config = config_from_args(parse(*flags, "--limit", "1"))
+    run_benchmarks(config, journal=ScoreJournal(journal_path(resumed), config.to_json(), resume=False))
+    lines = journal_path(resumed).read_text().splitlines()
+    assert len(lines) == 2  # the header and one image
+    first = json.loads(lines[1])
+    assert first["key"] == ["ldm-sr", "torch", "sr4-bicubic", images.name, "image0.png"]
+    measured = first["scores"]["psnr"]
+    # mark the recorded score, and leave a half-written line as a killed run would
+    first["scores"]["psnr"] = 99.0
+    journal_path(resumed).write_text(lines[0] + "\n" + json.dumps(first) + "\n" + '{"key": ["ldm-sr"')
+
+    with pytest.raises(UserError, match="--resume"):
+        run_bench(parse(*flags, "--json", str(resumed)))
+    with pytest.raises(UserError, match=r"other settings \(seed\)"):
+        run_bench(parse(*flags, "--json", str(resumed), "--resume", "--seed", "1"))
+    run_bench(parse(*flags, "--json", str(resumed), "--resume"))
+    assert not journal_path(resumed).exists()
+    resumed_row = next(r for r in json.loads(resumed.read_text())["quality"] if r["method"] == "ldm-sr")
+    second = 2 * row["psnr"] - measured
+    # the first image's score came from the journal, the second was restored again, as in the whole run
+    assert resumed_row["psnr"] == pytest.approx((99.0 + second) / 2)
+    assert resumed_row["images"] == 2

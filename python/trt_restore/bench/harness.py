@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ..errors import UserError
 from .config import TASK_SETTINGS, BenchConfig, TaskSetting, Variant
 from .images import dataset_label, make_task_operator, observe, synthetic_image
+from .journal import ScoreJournal
 from .machine import MemoryGuard, MemoryMeter, address_space_limit, available_mb, default_device, load_average, machine_info
 from .models import Loaded, ModelCache
 from .quality import LPIPS, Case, baseline, baseline_name, image_scores, quality_cases, quality_row
@@ -23,9 +24,12 @@ if TYPE_CHECKING:
 class Harness:
     """One benchmark run: the models loaded so far, what was skipped, the memory guard."""
 
-    def __init__(self, config: BenchConfig, log: Callable[[str], None] = lambda message: None):
+    def __init__(
+        self, config: BenchConfig, log: Callable[[str], None] = lambda message: None, journal: ScoreJournal | None = None
+    ):
         self.config = config
         self.log = log
+        self.journal = journal
         self.skips = Skips(log)
         self.cache = ModelCache(config)
         self.guard = MemoryGuard()
@@ -204,15 +208,27 @@ class Harness:
         self, method: str, variant: Variant, setting: TaskSetting, dataset: str, cases: list[Case], lpips: LPIPS | None
     ) -> dict:
         config = self.config
-        loaded = self.cache.get(method, variant, config.size, setting.scale)
         scores, seconds = [], []
         for case in cases:
-            run = timed_restore(loaded, method, setting, case.y, config.steps, config.seed, config.noise)
-            scores.append(image_scores(run.output, case.x, config.crop, lpips))
-            seconds.append(run.seconds)
+            key = (method, variant.name, setting.task, dataset_label(dataset), case.name)
+            recorded = self.journal.get(key) if self.journal else None
+            if recorded is None:
+                loaded = self.cache.get(method, variant, config.size, setting.scale)
+                run = timed_restore(loaded, method, setting, case.y, config.steps, config.seed, config.noise)
+                recorded = image_scores(run.output, case.x, config.crop, lpips), run.seconds
+                if self.journal:
+                    self.journal.add(key, *recorded)
+            scores.append(recorded[0])
+            seconds.append(recorded[1])
         return {**quality_row(method, "method", setting, dataset, scores, seconds), "variant": variant.name}
 
 
-def run_benchmarks(config: BenchConfig, log: Callable[[str], None] = lambda message: None) -> dict:
-    """Measure what ``config`` asks for and return the results (the JSON document)."""
-    return Harness(config, log).run()
+def run_benchmarks(
+    config: BenchConfig, log: Callable[[str], None] = lambda message: None, journal: ScoreJournal | None = None
+) -> dict:
+    """Measure what ``config`` asks for and return the results (the JSON document).
+
+    With a ``journal``, each image's quality scores are written to it as they are measured,
+    and the images that it already holds are not restored again.
+    """
+    return Harness(config, log, journal).run()

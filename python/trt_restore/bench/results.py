@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UserError
+from ..files import atomic_output
 from .speed import throughput
 
 
@@ -41,9 +42,12 @@ def merge_results(runs: Sequence[dict]) -> dict:
 
 
 def write_results(results: dict, path: Path) -> None:
-    """Write a results document where :func:`read_results` reads it, creating the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
+    """Write a results document where :func:`read_results` reads it, creating the folder.
+
+    The file appears whole or not at all (:func:`~trt_restore.files.atomic_output`).
+    """
+    with atomic_output(path) as temporary:
+        temporary.write_text(json.dumps(results, indent=1) + "\n")
 
 
 def read_results(path: Path) -> dict:

@@ -60,6 +60,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     output = parser.add_argument_group("output")
     output.add_argument("--json", type=Path, help=f"results file (default {DEFAULT_JSON}; with --from-json, the merged results, "
                                                  "written only when this is given)")
+    output.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run: reuse the per-image quality scores that it wrote beside "
+                             "the results file (JSON.scores.jsonl) and restore only the images it lacks")
     output.add_argument("--report-dir", type=Path, default=Path("benchmarks"), help="where RESULTS.md and the plots go (default benchmarks)")
     output.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     output.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
@@ -95,17 +98,24 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmarks, write the JSON, ``RESULTS.md`` and the plots; print where they are."""
     from ..bench.harness import run_benchmarks
+    from ..bench.journal import ScoreJournal, journal_path
     from ..bench.report import write_report
     from ..bench.results import merge_results, read_results, write_results
 
+    journal = None
     if args.from_json is not None:
         results = merge_results([read_results(path) for path in args.from_json])
         json_path = args.json
     else:
-        results = run_benchmarks(config_from_args(args), _log)
+        config = config_from_args(args)
         json_path = args.json or DEFAULT_JSON
+        if "quality" in config.sections:
+            journal = ScoreJournal(journal_path(json_path), config.to_json(), args.resume, _log)
+        results = run_benchmarks(config, _log, journal)
     if json_path is not None:
         write_results(results, json_path)
+    if journal is not None:
+        journal.discard()
     written = [*([json_path] if json_path else []), *write_report(results, args.report_dir, plots=not args.no_plots)]
     for path in written:
         print(path)
