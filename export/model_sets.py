@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -40,6 +41,7 @@ from torch import nn
 
 from trt_restore.errors import UserError
 from trt_restore.methods import COMPONENTS, METHODS, components_for
+from trt_restore.pipelines.base import PER_TASK
 from trt_restore.pipelines.schedule import scheduler_config
 
 from .components import (
@@ -106,7 +108,9 @@ class ModelSet:
     low_res_noise: LowResNoise | None = None
     settings: dict[str, dict] = field(default_factory=dict)
     """Per method, the settings tuned for these networks (LDM-SR's step count, say). They replace
-    the method's and the task's defaults; a setting that the caller passes replaces them."""
+    the method's and the task's defaults; a setting that the caller passes replaces them. Under
+    ``"tasks"``, settings for the tasks that a pattern matches (``{"sr.*": {"gamma": 4}}``,
+    :func:`~trt_restore.pipelines.base.settings_for_task`)."""
 
     def __post_init__(self):
         unknown = set(self.networks) - set(ROLES)
@@ -126,6 +130,18 @@ class ModelSet:
                 raise UserError(f"model set '{self.name}' has settings for an unknown method '{method}'; methods are {', '.join(METHODS)}")
             if not isinstance(settings, dict):
                 raise UserError(f"model set '{self.name}': the settings of '{method}' must be a JSON object of name: value")
+            self._check_per_task(method, settings.get(PER_TASK, {}))
+
+    def _check_per_task(self, method: str, per_task: object) -> None:
+        """The ``"tasks"`` of a method's settings: task-name patterns to JSON objects of name: value."""
+        where = f"model set '{self.name}': the per-task settings of '{method}'"
+        if not isinstance(per_task, dict) or not all(isinstance(values, dict) for values in per_task.values()):
+            raise UserError(f"{where} must be a JSON object of task pattern: {{name: value}}")
+        for pattern in per_task:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise UserError(f"{where}: '{pattern}' is not a regular expression ({error})") from None
 
     def network(self, role: str) -> nn.Module:
         """The network in ``role``, or a UserError saying what the set holds."""

@@ -296,6 +296,25 @@ def test_model_set_settings_travel_with_the_set_and_sit_between_the_defaults_and
     assert torch.equal(sr(str(folder), steps=3), sr("tiny", steps=3))
 
 
+def test_model_set_settings_for_some_tasks_apply_where_their_pattern_matches(tmp_path, tiny_set):
+    from trt_restore.api import _pipeline, load_models
+    from trt_restore.pipelines.base import settings_text
+
+    settings = {"indigo-pixel": {"steps": 5, "gamma": 0.0, "tasks": {"sr.*": {"gamma": 4.0}, "s.*": {"steps": 9}}}}
+    folder = tmp_path / "set"
+    dataclasses.replace(tiny_set, settings=settings).save_pretrained(folder)
+    _, models = load_models("indigo-pixel", backend="torch", model_set=str(folder))
+
+    def config(task, **caller):
+        return dataclasses.asdict(_pipeline("indigo-pixel", task, models, caller).config)
+
+    assert config("denoise")["gamma"] == 0.0 and config("denoise")["steps"] == 5
+    assert config("sr4-bicubic")["gamma"] == 4.0
+    assert config("sr4-bicubic")["steps"] == 5  # the first pattern that matches applies, alone
+    assert config("sr4-bicubic", gamma=1.0)["gamma"] == 1.0  # the caller's setting still wins
+    assert settings_text(settings["indigo-pixel"]) == "steps 5, gamma 0 (on sr.*: gamma 4) (on s.*: steps 9)"
+
+
 def test_model_set_settings_are_checked(tmp_path, tiny_set):
     from trt_restore.api import restore
 
@@ -305,3 +324,7 @@ def test_model_set_settings_are_checked(tmp_path, tiny_set):
     dataclasses.replace(tiny_set, settings={"ldm-sr": {"stepz": 2}}).save_pretrained(folder)
     with pytest.raises(UserError, match=r"no setting 'stepz' \(a setting of the model set\)"):
         restore(torch.rand(1, 3, 8, 8), "ldm-sr", task="sr4", model_set=str(folder), backend="torch")
+    with pytest.raises(UserError, match=r"'sr\(' is not a regular expression"):
+        dataclasses.replace(tiny_set, settings={"ldm-sr": {"tasks": {"sr(": {"steps": 2}}}})
+    with pytest.raises(UserError, match="per-task settings of 'ldm-sr' must be a JSON object"):
+        dataclasses.replace(tiny_set, settings={"ldm-sr": {"tasks": {"sr.*": 2}}})

@@ -33,7 +33,7 @@ from .noise_level import NoiseLevel, noise_level_of
 from .operators import Operator, make_operator
 from .operators.padded import PaddedOperator
 from .pipelines import Models, Pipeline, pipeline_class
-from .pipelines.base import StepCallback
+from .pipelines.base import StepCallback, settings_for_task
 
 DEFAULT_MODEL_SET = "bundled"
 DEFAULT_TILES = {"torch": 512, "onnxruntime": 256, "openvino": 256}
@@ -351,10 +351,11 @@ def restore(
 
 def _pipeline(method: str, task: str, models: Models, config: dict | None) -> Pipeline:
     """The method's pipeline with its Config: the defaults, the task's own defaults, the model set's
-    settings for the method, then ``config``."""
+    settings for the method (and for the task, :func:`~.pipelines.base.settings_for_task`), then ``config``."""
     cls = pipeline_class(method)
     settings = cls.Config()
-    for source, values in (("task", cls.task_defaults(task)), ("model set", models.settings), ("caller", config or {})):
+    model_set = settings_for_task(models.settings, task)
+    for source, values in (("task", cls.task_defaults(task)), ("model set", model_set), ("caller", config or {})):
         for key, value in values.items():
             if not hasattr(settings, key):
                 origin = " (a setting of the model set)" if source == "model set" else ""

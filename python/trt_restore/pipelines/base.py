@@ -192,9 +192,28 @@ class TaskDefault:
         return settings_text({name: value for name, value in self.settings.items() if names is None or name in names})
 
 
+PER_TASK = "tasks"
+"""The key, in a model set's settings for a method, of its per-task settings: ``{pattern: settings}``,
+a regular expression over the whole task name to the settings that apply where it matches."""
+
+
+def settings_for_task(settings: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """A model set's settings for a method on ``task``: the method-wide ones, then those of the
+    first :data:`PER_TASK` pattern that matches the task."""
+    chosen = {name: value for name, value in settings.items() if name != PER_TASK}
+    for pattern, values in settings.get(PER_TASK, {}).items():
+        if re.fullmatch(pattern, task):
+            chosen.update(values)
+            break
+    return chosen
+
+
 def settings_text(settings: Mapping[str, Any]) -> str:
-    """Method settings as people write them: ``name value, …`` (``eta 0.95, steps 50``)."""
-    return ", ".join(f"{name} {_plain(value)}" for name, value in settings.items())
+    """Method settings as people write them: ``name value, …`` (``eta 0.95, steps 50``), and a model
+    set's per-task ones after them as ``(on PATTERN: name value)``."""
+    text = ", ".join(f"{name} {_plain(value)}" for name, value in settings.items() if name != PER_TASK)
+    per_task = [f"(on {pattern}: {settings_text(values)})" for pattern, values in settings.get(PER_TASK, {}).items()]
+    return " ".join(filter(None, [text, *per_task]))
 
 
 def _plain(value: Any) -> str:
