@@ -52,13 +52,13 @@ V_GRADIENTS: tuple[VGradient, ...] = get_args(VGradient)
 class RELDConfig:
     iterations: int = hyper(30, "HQS iterations")
     tau: float = hyper(0.04, "prior pixel tolerance τ; μ = (max(σ, σ_min)/τ)²")
+    tau_out: float = hyper(0.04, "pixel tolerance τ_out of the final D(v) in the output's t-update; μ_out = (max(σ, σ_min)/τ_out)²")
     sigma_min: float = hyper(0.005, "σ floor used for μ on noiseless problems")
     lam: float = hyper(1.0, "λ: weight of the diffusion regulariser relative to μ = 1")
     step: float = hyper(0.8, "v-update step, normalised by the curvature: η = step / (λ + μL)")
     p_start: int = hyper(400, "diffusion step of Den at the first iteration")
     p_end: int = hyper(40, "diffusion step of Den at the last iteration")
     v_grad: VGradient = hyper("vjp", "vjp: exact J_Dᵀ(D(v) − t); encoder: the approximation v − E(t)")
-    tau_out: float = hyper(0.04, "pixel tolerance τ_out of the final D(v) in the output's t-update; μ_out = (max(σ, σ_min)/τ_out)²")
 
 
 def noise_levels(start: int, end: int, iterations: int) -> list[int]:
