@@ -147,3 +147,16 @@ def test_health_and_unknown_routes(server):
         with pytest.raises(urllib.error.HTTPError) as answer:
             urllib.request.urlopen(f"{server}{path}", timeout=30)
         assert answer.value.code == status
+
+
+def test_a_replica_closes_its_engines_when_serve_shuts_it_down(one_torch_thread):
+    """Ray Serve calls ``__del__`` on a replica it stops; the replica's engines are closed then."""
+    from trt_restore.distributed.serve import Restorer
+
+    argv = ["serve", "--model-set", "tiny", "--method", "ddrm", "--task", "denoise", "--steps", "2", "--backend", "torch"]
+    replica = Restorer(serve_options(build_parser().parse_args(argv)))
+    engines = replica.engines("ddrm", 1)
+    assert engines.backend == "torch"  # loaded when the replica started
+    replica.__del__()
+    assert engines.backend is None
+    replica.close()  # a second close is harmless

@@ -112,6 +112,15 @@ class Restorer:
         self.restore_batch.set_max_batch_size(options.max_batch_size)
         self.restore_batch.set_batch_wait_timeout_s(options.batch_wait_s)
 
+    def close(self) -> None:
+        """Close every method's engines (idempotent)."""
+        for cache in getattr(self, "caches", {}).values():
+            cache.close()
+
+    def __del__(self):
+        """Ray Serve calls this when it shuts the replica down (and Python when a replica's start failed)."""
+        self.close()
+
     def engines(self, method: str, scale: int) -> EngineCache:
         """The engine cache of ``method`` for a task of SR factor ``scale``, made on first use."""
         if (method, scale) not in self.caches:
