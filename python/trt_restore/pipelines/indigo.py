@@ -31,7 +31,10 @@ encoder inside the loop. Measured on held-out images with the bundled networks (
 the degraded input, indigo-latent / indigo-pixel, 5 steps): sr4-bicubic −0.41 / −1.41 dB with
 the final step only, +0.15 / −0.42 with the step at every guided step too; with η 1 and γ 0
 (the bundled set's settings) +0.39 / −0.01; denoising σ 25/255 +1.28 / +0.74 → +4.47 / +4.45
-(e 0.08); deblurring +4.81 / +4.31 → +6.01 / +5.81. In the pixel variant ``P`` acts on
+(e 0.08); deblurring +4.81 / +4.31 → +6.01 / +5.81. On ×4 bicubic or Gaussian SR the pixel INN's
+coarse grid (a 4× box average) is not what ``y`` measures, and the guided estimate departs from
+the data step's: there the bundled set leans on the prior, γ 4 (sr4-bicubic on 256² crops −0.14 →
++0.27 dB over bicubic; on box SR, whose ``y`` is that grid, γ 4 loses 1.3 dB). In the pixel variant ``P`` acts on
 ``D(E(G⁻¹(c(y), d)))``, not on ``G⁻¹(c(y), d)`` itself: the autoencoder's round trip removes the
 INN's seams (``P`` on the INN's image measured sr4-bicubic −0.94 dB and deblurring +5.17).
 
