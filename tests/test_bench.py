@@ -279,6 +279,10 @@ def test_an_interrupted_quality_run_resumes_from_its_score_journal(tmp_path):
         run_bench(parse(*flags, "--json", str(resumed)))
     with pytest.raises(UserError, match=r"other settings \(seed\)"):
         run_bench(parse(*flags, "--json", str(resumed), "--resume", "--seed", "1"))
+    # a journal resumed after a half-written line takes new lines whole, and can be resumed again
+    again = ScoreJournal(journal_path(resumed), config.to_json(), resume=True)
+    again.add(("ldm-sr", "torch", "denoise", images.name, "image0.png"), {"psnr": 1.0}, 2.0)
+    assert len(ScoreJournal(journal_path(resumed), config.to_json(), resume=True).entries) == 2
     run_bench(parse(*flags, "--json", str(resumed), "--resume"))
     assert not journal_path(resumed).exists()
     resumed_row = next(r for r in json.loads(resumed.read_text())["quality"] if r["method"] == "ldm-sr")

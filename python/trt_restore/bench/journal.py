@@ -68,7 +68,8 @@ class ScoreJournal:
             os.fsync(file.fileno())
 
     def _read(self) -> dict[ScoreKey, tuple[dict, float]]:
-        lines = self.path.read_text().splitlines()
+        text = self.path.read_text()
+        lines = text.splitlines()
         try:
             header = json.loads(lines[0]) if lines else None
         except json.JSONDecodeError:
@@ -86,8 +87,11 @@ class ScoreJournal:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                if number == len(lines):
-                    break  # the last line of a run killed while writing it
+                if number == len(lines):  # the last line of a run killed while writing it
+                    lines.pop()
+                    break
                 raise UserError(f"'{self.path}' line {number} is damaged; delete the file to start over") from None
             entries[tuple(record["key"])] = (record["scores"], record["seconds"])
+        if not text.endswith("\n"):  # keep the whole lines only, so that the next one starts on its own
+            self.path.write_text("".join(line + "\n" for line in lines))
         return entries
