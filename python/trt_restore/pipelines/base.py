@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -197,15 +197,17 @@ PER_TASK = "tasks"
 a regular expression over the whole task name to the settings that apply where it matches."""
 
 
+def first_match(rows: Iterable[tuple[str, Mapping[str, Any]]], task: str) -> dict[str, Any]:
+    """The settings of the first ``(pattern, settings)`` row whose pattern matches the whole task
+    name (none: empty): the one rule of the methods' task defaults and a model set's per-task settings."""
+    return next((dict(values) for pattern, values in rows if re.fullmatch(pattern, task)), {})
+
+
 def settings_for_task(settings: Mapping[str, Any], task: str) -> dict[str, Any]:
     """A model set's settings for a method on ``task``: the method-wide ones, then those of the
     first :data:`PER_TASK` pattern that matches the task."""
     chosen = {name: value for name, value in settings.items() if name != PER_TASK}
-    for pattern, values in settings.get(PER_TASK, {}).items():
-        if re.fullmatch(pattern, task):
-            chosen.update(values)
-            break
-    return chosen
+    return {**chosen, **first_match(settings.get(PER_TASK, {}).items(), task)}
 
 
 def settings_text(settings: Mapping[str, Any]) -> str:
@@ -247,8 +249,7 @@ class Pipeline:
     def task_defaults(cls, task: str) -> dict[str, Any]:
         """Settings whose default differs for ``task``: the first :data:`TASK_DEFAULTS` row that matches
         (the Config's own defaults hold otherwise)."""
-        row = next((row for row in cls.TASK_DEFAULTS if re.fullmatch(row.pattern, task)), None)
-        return dict(row.settings) if row is not None else {}
+        return first_match(((row.pattern, row.settings) for row in cls.TASK_DEFAULTS), task)
 
     @classmethod
     def check_task(cls, operator: Operator) -> None:
