@@ -10,6 +10,7 @@ from trt_restore.metrics import psnr
 from trt_restore.operators import Degradation, make_operator
 from trt_restore.pipelines import Models
 from trt_restore.pipelines.base import Noise
+from trt_restore.pipelines import reld
 from trt_restore.pipelines.reld import RELD, RELDConfig
 from trt_restore.runtime.torch_backend import TorchEngine
 from trt_restore.specs import ComponentSpec, TensorSpec
@@ -90,6 +91,79 @@ def test_reld_v_step_decreases_the_hqs_objective(v_grad, model_set, min_fraction
             v = v_next
     print(f"RELD v-update with {v_grad} on {model_set}: objective decreased in {decreases}/{trials} steps")
     assert decreases >= min_fraction * trials
+
+
+class _GainDecoder(torch.nn.Module):
+    """``D(v) = up₄(g ⊙ v)``: nearest ×4 upsampling after a fixed per-position gain g, so ``J_Dᵀ J_D = 16 g²``."""
+
+    def __init__(self, gain):
+        super().__init__()
+        self.register_buffer("gain", gain)
+
+    def forward(self, latent):
+        return torch.nn.functional.interpolate(self.gain * latent, scale_factor=4, mode="nearest")
+
+
+class _GainDecoderVJP(_GainDecoder):
+    """``J_Dᵀ r = g ⊙ Σ₄ₓ₄ r``: the adjoint of :class:`_GainDecoder`."""
+
+    def forward(self, latent, cotangent):
+        return self.gain * torch.nn.functional.avg_pool2d(cotangent, 4) * 16
+
+
+def test_reld_step_follows_the_local_curvature_of_the_decoder():
+    """One block of the latent with 3× the decoder's gain has 9× its curvature.
+
+    The curvature map must find it there and in the 8 blocks around it, and keep every other block
+    at its own curvature: one number for the whole latent (an average over its blocks) gave the
+    high-gain positions too long a step, and RELD oscillated there on large images.
+    """
+    block = reld.CURVATURE_BLOCK
+    latent_shape = (1, 4, 5 * block, 6 * block - 3)  # a partial last block column
+    gain = torch.ones(1, 1, *latent_shape[-2:])
+    gain[..., 2 * block : 3 * block, 4 * block : 5 * block] = 3.0
+    image = ("B", 4, "H", "W")  # the latent's channels, upsampled
+    latent = ("B", 4, "H/4", "W/4")
+    decoder = _GainDecoder(gain)
+    models = Models(
+        {
+            "decoder": TorchEngine(decoder, ComponentSpec("decoder", (TensorSpec("latent", latent),), (TensorSpec("image", image),))),
+            "decoder_vjp": TorchEngine(
+                _GainDecoderVJP(gain),
+                ComponentSpec("decoder_vjp", (TensorSpec("latent", latent), TensorSpec("cotangent", image)), (TensorSpec("gradient", latent),)),
+            ),
+        }
+    )
+    v = torch.randn(latent_shape, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        curvature = RELD(models).decoder_curvature(v, Noise(0, v.device))
+    expected = torch.full((5, 6), 16.0)
+    expected[1:4, 3:6] = 144.0  # the high-gain block (2, 4) and its neighbours
+    expected = expected.repeat_interleave(block, 0).repeat_interleave(block, 1)[: latent_shape[2], : latent_shape[3]]
+    assert curvature.shape == (1, 1, *latent_shape[-2:])
+    torch.testing.assert_close(curvature[0, 0], expected, rtol=1e-3, atol=0)
+
+
+def test_reld_step_stays_within_its_trust_region_at_every_latent_position():
+    """Positions whose step is longer than the radius are shortened to it along the same direction; the others keep theirs.
+
+    The decoder's mid-block attention lets one latent position draw the residual of the whole
+    image into its gradient; unbounded, its step grew from 0.4 to 245 in four iterations on a
+    500 × 480 image and the decoded image collapsed.
+    """
+    step = torch.randn(2, 8, 6, 7, generator=torch.Generator().manual_seed(0)) * 0.1
+    step[0, :, 2, 3] *= 1000
+    step[1, :, 5, 0] *= 30
+    radius = 0.5
+    bounded = reld.within_trust_region(step, radius)
+    norms = step.norm(dim=1)
+    long = norms > radius
+    assert long.sum() == 2 and long[0, 2, 3] and long[1, 5, 0]
+    torch.testing.assert_close(bounded.norm(dim=1)[long], torch.full((2,), radius))
+    torch.testing.assert_close(bounded.permute(0, 2, 3, 1)[long], step.permute(0, 2, 3, 1)[long] * (radius / norms[long])[:, None])
+    assert torch.equal(bounded.permute(0, 2, 3, 1)[~long], step.permute(0, 2, 3, 1)[~long])
+    with pytest.raises(UserError, match="--trust-radius must be positive, got 0"):
+        restore(observation("denoise", 0.05)[0], method="reld", task="denoise", sigma=0.05, backend="torch", model_set="tiny", config={"trust_radius": 0.0})
 
 
 def test_reld_output_is_the_t_update_of_the_final_decoded_image_at_mu_out():
