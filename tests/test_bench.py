@@ -159,10 +159,12 @@ def test_reports_from_earlier_results_files_and_their_merge(run, tmp_path, capsy
     remeasured = json.loads(json.dumps(results))
     remeasured["quality"] = [dict(remeasured["quality"][-1], psnr=99.5)]
     remeasured["speed"], remeasured["scaling"], remeasured["created"] = [], [], "later"
+    remeasured["machine"] = dict(remeasured["machine"], gpu="Some GPU")  # a run on another machine
     (tmp_path / "later.json").write_text(json.dumps(remeasured))
     run_bench(parse("--from-json", str(out / "bench.json"), str(tmp_path / "later.json"), "--report-dir", str(tmp_path), "--no-plots"))
     merged = (tmp_path / "RESULTS.md").read_text()
     assert "Merged from 2 runs" in merged and "99.50" in merged
+    assert f"{results['created']} (commit " in merged and "later (commit " in merged and ", Some GPU)" in merged  # each run's device
     assert not (tmp_path / "merged.json").exists()  # no results file unless --json names one
     run_bench(parse("--from-json", str(out / "bench.json"), str(tmp_path / "later.json"), "--json", str(tmp_path / "merged.json"),
                     "--report-dir", str(tmp_path / "again"), "--no-plots"))

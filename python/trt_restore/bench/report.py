@@ -135,7 +135,10 @@ def render_markdown(results: dict, plots: Sequence[str] = ()) -> str:
     """The README's benchmark section, from the results JSON alone."""
     lines = ["## Benchmark results", "", machine_line(results), ""]
     if results.get("merged_from"):
-        parts = ", ".join(f"{r['created']} (commit {(r['commit'] or 'unknown')[:10]})" for r in results["merged_from"])
+        parts = ", ".join(
+            f"{r['created']} (commit {(r['commit'] or 'unknown')[:10]}{', ' + r['device'] if r.get('device') else ''})"
+            for r in results["merged_from"]
+        )
         lines += [f"Merged from {len(results['merged_from'])} runs, later entries replacing earlier ones: {parts}.", ""]
     lines += quality_markdown(results) + speed_markdown(results) + scaling_markdown(results)
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + ([""] if plots else [])

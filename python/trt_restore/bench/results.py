@@ -26,7 +26,8 @@ MERGE_KEYS = {
 def merge_results(runs: Sequence[dict]) -> dict:
     """One results document from several runs (e.g. a subset measured again after a model update).
 
-    The machine and settings are the first run's; ``merged_from`` lists every run's date and commit.
+    The machine and settings are the first run's; ``merged_from`` lists every run's date, commit and
+    device (its GPU, else its CPU), so that a table merged from several machines says where each run was.
     """
     merged = json.loads(json.dumps(runs[0]))
     for run in runs[1:]:
@@ -37,7 +38,10 @@ def merge_results(runs: Sequence[dict]) -> dict:
         merged["skipped"] += [item for item in run["skipped"] if item not in merged["skipped"]]
     merged["throughput"] = throughput(merged["speed"])
     if len(runs) > 1:
-        merged["merged_from"] = [{"created": r["created"], "commit": r["machine"].get("git_commit")} for r in runs]
+        merged["merged_from"] = [
+            {"created": r["created"], "commit": r["machine"].get("git_commit"), "device": r["machine"].get("gpu") or r["machine"].get("cpu")}
+            for r in runs
+        ]
     return merged
 
 
