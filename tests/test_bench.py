@@ -292,3 +292,26 @@ def test_an_interrupted_quality_run_resumes_from_its_score_journal(tmp_path):
     # the first image's score came from the journal, the second was restored again, as in the whole run
     assert resumed_row["psnr"] == pytest.approx((99.0 + second) / 2)
     assert resumed_row["images"] == 2
+
+
+def test_a_damaged_score_journal_is_refused_with_one_line(tmp_path):
+    """A journal whose header lacks its settings, or a whole line that is not a score record, is a clear error."""
+    from trt_restore.bench.journal import JOURNAL_FORMAT, SCORE_SETTINGS, ScoreJournal
+
+    settings = dict.fromkeys(SCORE_SETTINGS)
+    header = json.dumps({"format": JOURNAL_FORMAT, "settings": settings})
+    record = json.dumps({"key": ["ldm-sr", "torch", "sr4-bicubic", "Set5", "bird.png"], "scores": {"psnr": 30.0}, "seconds": 1.0})
+    path = tmp_path / "bench.json.scores.jsonl"
+    cases = [
+        (json.dumps({"format": JOURNAL_FORMAT}) + "\n", "is not a trt-restore score journal"),
+        (json.dumps({"format": JOURNAL_FORMAT, "settings": []}) + "\n", "is not a trt-restore score journal"),
+        (header + "\n" + json.dumps({"key": ["ldm-sr"]}) + "\n" + record + "\n", "line 2 is damaged"),
+        (header + "\n" + record + "\n" + "[1, 2]\n", "line 3 is damaged"),
+    ]
+    for text, message in cases:
+        path.write_text(text)
+        with pytest.raises(UserError, match=message):
+            ScoreJournal(path, settings, resume=True)
+    path.write_text(header + "\n" + record + "\n")
+    assert len(ScoreJournal(path, settings, resume=True).entries) == 1
+

@@ -74,9 +74,10 @@ class ScoreJournal:
             header = json.loads(lines[0]) if lines else None
         except json.JSONDecodeError:
             header = None
-        if not isinstance(header, dict) or header.get("format") != JOURNAL_FORMAT:
+        written = header.get("settings") if isinstance(header, dict) and header.get("format") == JOURNAL_FORMAT else None
+        if not isinstance(written, dict):
             raise UserError(f"'{self.path}' is not a trt-restore score journal; delete it to start over")
-        differing = sorted(name for name in SCORE_SETTINGS if header["settings"].get(name) != self.settings[name])
+        differing = sorted(name for name in SCORE_SETTINGS if written.get(name) != self.settings[name])
         if differing:
             raise UserError(
                 f"'{self.path}' was written with other settings ({', '.join(differing)}); "
@@ -86,12 +87,17 @@ class ScoreJournal:
         for number, line in enumerate(lines[1:], start=2):
             try:
                 record = json.loads(line)
+                entries[tuple(record["key"])] = (record["scores"], record["seconds"])
             except json.JSONDecodeError:
                 if number == len(lines):  # the last line of a run killed while writing it
                     lines.pop()
                     break
-                raise UserError(f"'{self.path}' line {number} is damaged; delete the file to start over") from None
-            entries[tuple(record["key"])] = (record["scores"], record["seconds"])
+                raise self._damaged(number) from None
+            except (KeyError, TypeError):  # whole JSON, but not a score record
+                raise self._damaged(number) from None
         if not text.endswith("\n"):  # keep the whole lines only, so that the next one starts on its own
             self.path.write_text("".join(line + "\n" for line in lines))
         return entries
+
+    def _damaged(self, number: int) -> UserError:
+        return UserError(f"'{self.path}' line {number} is damaged; delete the file to start over")
