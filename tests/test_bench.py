@@ -314,4 +314,3 @@ def test_a_damaged_score_journal_is_refused_with_one_line(tmp_path):
             ScoreJournal(path, settings, resume=True)
     path.write_text(header + "\n" + record + "\n")
     assert len(ScoreJournal(path, settings, resume=True).entries) == 1
-

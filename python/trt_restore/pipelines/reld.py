@@ -102,11 +102,6 @@ def within_trust_region(step: torch.Tensor, radius: float) -> torch.Tensor:
     return step * (radius / norms.clamp_min(radius))
 
 
-def local_maximum(values: torch.Tensor, size) -> torch.Tensor:
-    """Per-block values, each raised to the largest of its 3 × 3 blocks, at every position of a latent of ``size``."""
-    return expand_blocks(F.max_pool2d(values, 3, stride=1, padding=1), size)
-
-
 class RELD(Pipeline):
     name = "reld"
     Config = RELDConfig
@@ -201,7 +196,7 @@ class RELD(Pipeline):
                 u = u / expand_blocks(block_norms(u), v.shape[-2:]).clamp_min(torch.finfo(u.dtype).tiny)
                 jvp = (self.models.call("decoder", latent=v + epsilon * u) - decoded) / epsilon
                 u = self.models.call("decoder_vjp", latent=v, cotangent=jvp)
-        return local_maximum(block_norms(u), v.shape[-2:])
+        return expand_blocks(F.max_pool2d(block_norms(u), 3, stride=1, padding=1), v.shape[-2:])
 
     def denoise(self, v, level: int, noise):
         """``Den(v; p)``: noise v to step p and return the UNet's clean-latent estimate."""

@@ -26,9 +26,10 @@ loop is a sequence of replays with no host work besides the copies of the next i
 ``ddrm`` and ``ddrm-ldm`` capture the predictor and the two Vᵀ projections; the fused
 spectral update (``kernels/ddrm_update.cu``) takes σ' by value and the matching V runs
 after it, eagerly. ``reld`` runs eagerly: for operators without a closed-form data step
-its t-update is a conjugate-gradient solve that stops on a residual tested on the host. The ``indigo`` methods
-run eagerly: ``--adapt`` fine-tunes the INN with autograd and Adam between steps, which a
-graph cannot record, and guidance switches on at a step chosen on the host.
+its t-update is a conjugate-gradient solve that stops on a residual tested on the host.
+The ``indigo`` methods run eagerly: ``--adapt`` fine-tunes the INN with autograd and Adam
+between steps, which a graph cannot record, and guidance switches on at a step chosen on
+the host.
 """
 
 from __future__ import annotations
