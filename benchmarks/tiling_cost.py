@@ -56,6 +56,25 @@ def example(spec, size: int) -> dict[str, torch.Tensor]:
     return feeds
 
 
+def network_times(interface, plain, tile: int, size: int, repeats: int) -> dict:
+    """The four figures of one network (ms) and the tile runs of its whole-image call."""
+    plan = tile_for(interface.spec, tile)
+    tiled = TiledEngine(interface, *plan, statistics_passes=statistics_passes(interface.spec))
+    feeds = example(interface.spec, size)
+
+    def whole_image():
+        tiled.forget()
+        tiled(**feeds)
+
+    times = {
+        "plain": best_ms(lambda: plain(**feeds), repeats),
+        "untiled": best_ms(lambda: whole(interface)(**feeds), repeats),
+        "per-tile": best_ms(lambda: TiledEngine(plain, *plan)(**feeds), repeats),
+        "whole-image": best_ms(whole_image, repeats),
+    }
+    return {**times, "tile_runs_per_call": 1 + tiled.passes_run}
+
+
 def measure(backend: str, size: int, tile: int, repeats: int) -> dict:
     model_set = load_model_set("bundled")
     results = {}
@@ -63,22 +82,9 @@ def measure(backend: str, size: int, tile: int, repeats: int) -> dict:
         for component, method in NETWORKS:
             interface = engine(model_set.wrapper(component, method, group_stats=True), backend, Path(folder))
             plain = engine(model_set.wrapper(component, method), backend, Path(folder))
-            plan = tile_for(interface.spec, tile)
-            tiled = TiledEngine(interface, *plan, statistics_passes=statistics_passes(interface.spec))
-            feeds = example(interface.spec, size)
-
-            def whole_image():
-                tiled.forget()
-                tiled(**feeds)
-
-            times = {
-                "plain": best_ms(lambda: plain(**feeds), repeats),
-                "untiled": best_ms(lambda: whole(interface)(**feeds), repeats),
-                "per-tile": best_ms(lambda: TiledEngine(plain, *plan)(**feeds), repeats),
-                "whole-image": best_ms(whole_image, repeats),
-            }
-            results[component] = {**times, "tile_runs_per_call": 1 + tiled.passes_run}
-            print(f"{backend:<12}{component:<11}" + "".join(f"{k} {v:8.0f} ms  " for k, v in times.items()), flush=True)
+            results[component] = network_times(interface, plain, tile, size, repeats)
+            figures = {name: ms for name, ms in results[component].items() if name != "tile_runs_per_call"}
+            print(f"{backend:<12}{component:<11}" + "".join(f"{k} {v:8.0f} ms  " for k, v in figures.items()), flush=True)
     return results
 
 

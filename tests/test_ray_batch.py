@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-ray = pytest.importorskip("ray")
+ray = pytest.importorskip("ray")  # the imports below need it
 
-from trt_restore.cli import main
-from trt_restore.distributed.batch import restore_on_ray
-from trt_restore.io import read_image, write_image
-from trt_restore.jobs.report import EXIT_SOME_FAILED
+from trt_restore.cli import main  # noqa: E402
+from trt_restore.distributed.batch import restore_on_ray  # noqa: E402
+from trt_restore.io import read_image, write_image  # noqa: E402
+from trt_restore.jobs.report import EXIT_SOME_FAILED  # noqa: E402
 
 FLAGS = ("--method", "ddrm", "--task", "denoise", "--sigma", "0.05", "--seed", "3", "--steps", "2")
 FLAGS += ("--model-set", "tiny", "--backend", "torch", "--threads", "1", "--quiet")

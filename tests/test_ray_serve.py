@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-ray = pytest.importorskip("ray")
+ray = pytest.importorskip("ray")  # the imports below need it
 
-from ray import serve
-from trt_restore.api import restore
-from trt_restore.cli import build_parser
-from trt_restore.cli.serve import serve_options
-from trt_restore.distributed.serve import SIGMA_HEADER, start_server
-from trt_restore.io import read_image, write_image
-from trt_restore.noise_level import estimate_noise_sigma
+from ray import serve  # noqa: E402
+from trt_restore.api import restore  # noqa: E402
+from trt_restore.cli import build_parser  # noqa: E402
+from trt_restore.cli.serve import serve_options  # noqa: E402
+from trt_restore.distributed.serve import SIGMA_HEADER, start_server  # noqa: E402
+from trt_restore.io import read_image, write_image  # noqa: E402
+from trt_restore.noise_level import estimate_noise_sigma  # noqa: E402
 
 REQUESTS = 50
 RETRIES = 3

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-ray = pytest.importorskip("ray")
+ray = pytest.importorskip("ray")  # the imports below need it
 
-from trt_restore.distributed.batch import MAX_WORKER_EXITS, restore_on_ray
-from trt_restore.io import write_image
+from trt_restore.distributed.batch import MAX_WORKER_EXITS, restore_on_ray  # noqa: E402
+from trt_restore.io import write_image  # noqa: E402
 
 POISON = "poison.png"
 

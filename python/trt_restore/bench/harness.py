@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from functools import partial
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -197,7 +198,7 @@ class Harness:
                     self.log(f"quality {method} {setting.task} {dataset_label(dataset)} ({len(observed)} images, {variant.name})")
                     row = self.skips.attempt(
                         f"quality {method} {setting.task} {dataset_label(dataset)}",
-                        lambda: self._method_quality(method, variant, setting, dataset, observed, lpips),
+                        partial(self._method_quality, method, variant, setting, dataset, observed, lpips),
                     )
                     if row is not None:
                         rows.append(row)

@@ -129,7 +129,7 @@ def ddrm_sample(
     def sample() -> torch.Tensor:
         x = problem.initial_state(schedule.sigma(grid[-1]), sigma_y, noise.randn(batch, *problem.image_shape[1:]))
         step = graphs.step(project, len(pairs))
-        for k, (t, t_next) in enumerate(pairs):
+        for k, (_, t_next) in enumerate(pairs):
             vt_x0, vt_eps, x0 = step(x, table[k], *(noise.randn(*shape) for shape in draw_shapes))
             with stage(timings, "data step"):
                 vt_next = kernels.ddrm_spectral_update(
