@@ -292,6 +292,10 @@ def test_an_interrupted_quality_run_resumes_from_its_score_journal(tmp_path):
     # the first image's score came from the journal, the second was restored again, as in the whole run
     assert resumed_row["psnr"] == pytest.approx((99.0 + second) / 2)
     assert resumed_row["images"] == 2
+    # each image's scores are kept beside the means, so that two runs compare image by image
+    assert resumed_row["per_image"]["image0.png"]["psnr"] == 99.0
+    assert resumed_row["per_image"]["image1.png"] == row["per_image"]["image1.png"]
+    assert row["per_image"]["image0.png"]["psnr"] == measured
 
 
 def test_a_damaged_score_journal_is_refused_with_one_line(tmp_path):

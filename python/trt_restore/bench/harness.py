@@ -186,7 +186,7 @@ class Harness:
         for setting in settings:
             for dataset in config.datasets:
                 observed = cases[setting.task, dataset]
-                scores = [image_scores(baseline(c.y, tuple(c.x.shape[-2:])), c.x, config.crop, lpips) for c in observed]
+                scores = {c.name: image_scores(baseline(c.y, tuple(c.x.shape[-2:])), c.x, config.crop, lpips) for c in observed}
                 rows.append(quality_row(baseline_name(setting), "baseline", setting, dataset, scores, []))
         for method in config.methods:
             for setting in settings:
@@ -209,7 +209,7 @@ class Harness:
         self, method: str, variant: Variant, setting: TaskSetting, dataset: str, cases: list[Case], lpips: LPIPS | None
     ) -> dict:
         config = self.config
-        scores, seconds = [], []
+        scores, seconds = {}, []
         for case in cases:
             key = (method, variant.name, setting.task, dataset_label(dataset), case.name)
             recorded = self.journal.get(key) if self.journal else None
@@ -219,7 +219,7 @@ class Harness:
                 recorded = image_scores(run.output, case.x, config.crop, lpips), run.seconds
                 if self.journal:
                     self.journal.add(key, *recorded)
-            scores.append(recorded[0])
+            scores[case.name] = recorded[0]
             seconds.append(recorded[1])
         return {**quality_row(method, "method", setting, dataset, scores, seconds), "variant": variant.name}
 

@@ -96,7 +96,9 @@ def image_scores(out: torch.Tensor, x: torch.Tensor, crop: int, lpips: LPIPS | N
     return scores
 
 
-def quality_row(name: str, kind: str, setting: TaskSetting, dataset: str, scores: list[dict], seconds: list[float]) -> dict:
+def quality_row(name: str, kind: str, setting: TaskSetting, dataset: str, scores: dict[str, dict], seconds: list[float]) -> dict:
+    """The means over the images of their ``scores`` (image name → metric → value), and the scores
+    themselves under ``per_image``, so that two runs can be compared image by image."""
     return {
         "method": name,
         "kind": kind,
@@ -104,6 +106,7 @@ def quality_row(name: str, kind: str, setting: TaskSetting, dataset: str, scores
         "sigma": setting.sigma,
         "dataset": dataset_label(dataset),
         "images": len(scores),
-        **{metric: statistics.fmean(s[metric] for s in scores) for metric in scores[0]},
+        **{metric: statistics.fmean(s[metric] for s in scores.values()) for metric in next(iter(scores.values()))},
         "seconds_per_image": statistics.fmean(seconds) if seconds else None,
+        "per_image": scores,
     }
