@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from functools import partial
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
